@@ -8,8 +8,11 @@ implement them with real technology (``FileSigner``, ``EntraDirectory``,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
+
+from core.identity import Eligibility, IdentityRef, Resolution
 
 
 class Clock(Protocol):
@@ -47,3 +50,31 @@ class GrantLedger(Protocol):
     """
 
     def consume(self, grant_id: str, *, at: datetime) -> None: ...
+
+
+class Directory(Protocol):
+    """Resolves identities and confirms group membership (Entra ID, static file).
+
+    Both methods fail closed: an unreachable, throttled-past-deadline, partial or
+    malformed directory answer raises ``DirectoryError`` and is never read as "not a
+    member" or "member".
+    """
+
+    async def resolve(
+        self, ref: IdentityRef, *, now: datetime, allow_guests: bool = False
+    ) -> Resolution:
+        """Raises ``DirectoryError``: IDENTITY_NOT_FOUND, IDENTITY_AMBIGUOUS,
+        GUEST_NOT_ALLOWED, ACCOUNT_DISABLED, DIRECTORY_UNAVAILABLE."""
+        ...
+
+    async def eligibility(
+        self,
+        object_id: str,
+        group_ids: Sequence[str],
+        *,
+        now: datetime,
+        check_pim: bool = False,
+        bypass_cache: bool = False,
+    ) -> Eligibility:
+        """Raises ``DirectoryError`` (DIRECTORY_UNAVAILABLE, IDENTITY_NOT_FOUND, …)."""
+        ...
