@@ -29,6 +29,7 @@ unit: $(STAMP)
 
 ## Benchmarks print ratios against references measured in the same run.
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) -m tests.bench
 
 ## The README's main-job command: keyturn on embedded defaults.

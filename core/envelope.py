@@ -14,6 +14,7 @@ bare unsigned payload is never accepted.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
@@ -82,11 +83,14 @@ def sign_envelope(
     """
     if envelope_type not in KNOWN_TYPES:
         raise EnvelopeError("UNKNOWN_ENVELOPE_TYPE", f"unknown envelope type {envelope_type!r}")
-    digest = payload_hash(envelope_type, payload)
+    # A deep copy: the signed envelope must not share nested objects with the caller,
+    # or a later edit of the caller's dict would silently change what was signed.
+    shipped = copy.deepcopy(dict(payload))
+    digest = payload_hash(envelope_type, shipped)
     envelope: dict[str, Any] = {
         "envelope_version": "1",
         "envelope_type": envelope_type,
-        "payload": dict(payload),
+        "payload": shipped,
         "payload_hash_b64u": digest,
         "hash_algorithm": "SHA-256",
         "signature_b64u": canonical.b64u_encode(signer.sign(digest.encode("ascii"))),
@@ -101,7 +105,7 @@ def sign_envelope(
 
 @dataclass(frozen=True, slots=True)
 class VerifiedEnvelope:
-    """An envelope whose hash and signature have been checked. Only built by :func:`verify_envelope`."""
+    """An envelope whose hash and signature have been checked (built by :func:`verify_envelope`)."""
 
     envelope_type: str
     payload: Mapping[str, Any]
@@ -143,7 +147,7 @@ def verify_envelope(
     if not isinstance(env["payload"], Mapping):
         raise EnvelopeError("MALFORMED_ENVELOPE", "envelope payload is not an object")
     if env["envelope_version"] != "1":
-        raise EnvelopeError("UNKNOWN_ENVELOPE_VERSION", "envelope_version must be \"1\"")
+        raise EnvelopeError("UNKNOWN_ENVELOPE_VERSION", 'envelope_version must be "1"')
     envelope_type = env["envelope_type"]
     if envelope_type not in KNOWN_TYPES:
         raise EnvelopeError("UNKNOWN_ENVELOPE_TYPE", f"unknown envelope type {envelope_type!r}")

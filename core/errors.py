@@ -11,7 +11,8 @@ execution.
     KeyturnError
      ├── CanonicalizationError   CANONICALIZATION_FAILED
      ├── InvalidDidError         INVALID_DID_FORMAT
-     ├── EnvelopeError           MALFORMED_ENVELOPE, UNKNOWN_ENVELOPE_VERSION, UNKNOWN_ENVELOPE_TYPE,
+     ├── EnvelopeError           MALFORMED_ENVELOPE, UNKNOWN_ENVELOPE_VERSION,
+     │                           UNKNOWN_ENVELOPE_TYPE,
      │                           UNKNOWN_ALGORITHM, UNKNOWN_HASH_ALGORITHM, INVALID_DID_FORMAT,
      │                           EXPIRED_TTL, SCHEMA_VALIDATION_FAILED, HASH_MISMATCH,
      │                           SIGNATURE_INVALID, UNTRUSTED_SIGNER, UNEXPECTED_ENVELOPE_TYPE

@@ -70,7 +70,11 @@ def test_core_does_not_open_files_or_read_the_clock() -> None:
                 func = node.func
                 name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
                 if name in {"open", "now", "utcnow", "time", "today"}:
-                    owner = func.value.id if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) else ""
+                    owner = (
+                        func.value.id
+                        if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
+                        else ""
+                    )
                     if name in {"now", "time"} and owner not in {"datetime", "time", ""}:
                         continue  # e.g. clock.now() through a port is fine
                     offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} {owner}.{name}()")

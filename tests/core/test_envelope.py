@@ -113,3 +113,10 @@ def test_schema_failure_is_reported_before_the_hash() -> None:
         raise ValueError("nope")
 
     assert _code(_envelope(), validate_payload=schema) == "SCHEMA_VALIDATION_FAILED"
+
+
+def test_editing_the_callers_payload_after_signing_does_not_change_the_envelope() -> None:
+    payload = {"nested": {"amount": 1}}
+    env = sign_envelope("keyturn_receipt", payload, KEY, issued_at=NOW)
+    payload["nested"]["amount"] = 2
+    assert verify_envelope(env, now=NOW).payload["nested"]["amount"] == 1
