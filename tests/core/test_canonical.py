@@ -123,3 +123,37 @@ def test_digest_comparison() -> None:
     assert canonical.digests_equal(digest, digest)
     assert not canonical.digests_equal(digest, canonical.sha256_b64u(b"y"))
     assert not canonical.is_sha256_b64u(digest[:-1])
+
+
+wide_floats = st.floats(allow_nan=False, allow_infinity=False) | st.sampled_from(
+    [1e-4, 9.999e-5, 1e16, 9999999999999998.0, 0.1, 1e-7, 5e-324, 1e21, -0.0, 12500.0, 19.99]
+)
+wide_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53) + 1, 2**53 - 1)
+    | wide_floats
+    | st.text(alphabet=st.characters(codec="utf-8")),
+    lambda c: (
+        st.lists(c, max_size=4)
+        | st.dictionaries(st.text(alphabet=st.characters(codec="utf-8"), max_size=6), c, max_size=4)
+    ),
+    max_leaves=25,
+)
+
+
+@given(wide_values)
+def test_fast_path_is_byte_identical_to_rfc8785(value: object) -> None:
+    assert canonical.jcs(value) == rfc8785.dumps(value)
+
+
+@given(wide_values)
+def test_fast_emission_is_byte_identical_to_the_reference_walk(value: object) -> None:
+    slow: list[bytes] = []
+    canonical._emit(value, slow)
+    assert canonical.emission(value) == b"".join(slow)
+
+
+@pytest.mark.parametrize("text", ["\x00\x1f\x7f", '"\\', "\u2028\u2029", "\ud7ff\ue000", "😀"])
+def test_string_escapes_match_on_both_paths(text: str) -> None:
+    assert canonical.jcs({text: text}) == rfc8785.dumps({text: text})
