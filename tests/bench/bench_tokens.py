@@ -1,7 +1,8 @@
 """Scoped tokens: mint, cold verify and cached verify, next to REF measured in the same run.
 
 REF (LIMITS.md §0) = RFC 8785 JCS of a ~1 KiB payload + SHA-256 + one Ed25519 sign,
-built from ``core.canonical.jcs``, ``hashlib`` and ``core.keys.SigningKey``. The
+built from the ``rfc8785`` package (not keyturn's fast path), ``hashlib`` and
+``core.keys.SigningKey``. The
 context rows show the floor under a cold verify (one libsodium verify) and what stock
 PyJWT costs for the same token, which is why ``core.tokens`` does not decode through it.
 """
@@ -13,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
+import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from jwt.api_jws import PyJWS
 from jwt.types import Options
@@ -64,7 +66,7 @@ def main() -> None:
     print(f"REF payload: {len(canonical.jcs(payload))} bytes of JCS")
 
     def ref() -> None:
-        key.sign(hashlib.sha256(canonical.jcs(payload)).digest())
+        key.sign(hashlib.sha256(rfc8785.dumps(payload)).digest())
 
     policy = canonical.sha256_b64u(b"wpc v1")
     request = canonical.sha256_b64u(b"request")
