@@ -50,7 +50,9 @@ class FileSigner:
         if not isinstance(private, Ed25519PrivateKey):
             raise ConfigError("KEY_FILE_INVALID", f"{path} is not an Ed25519 key")
         seed = private.private_bytes(
-            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
         )
         return cls(path, SigningKey.from_seed(seed))
 
