@@ -28,6 +28,7 @@ COMMAND_MODULES: list[str] = [
     "bot.cli_policy",
     "bot.cli_keys",
     "bot.cli_entra",
+    "bot.cli_verify",
 ]
 
 EXIT_OK = 0

@@ -79,7 +79,7 @@ def _fast_path_safe(value: JSONValue) -> bool:
         return 1e-4 <= magnitude < 1e16 and not value.is_integer()
     if kind is dict:
         for key, item in value.items():
-            if type(key) is not str or (key and max(key) > "\ud7ff"):
+            if type(key) is not str or (not key.isascii() and max(key) > "\ud7ff"):
                 return False
             if not _fast_path_safe(item):
                 return False

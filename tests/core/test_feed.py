@@ -1,0 +1,109 @@
+"""The security feed: compact, aligned, folded, and impossible to forge lines into."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from core import receipt_events as events
+from core.feed import CheckpointPosted, checkpoint_line, clean, feed_line, fold, short_did
+from core.receipts import Receipt, verify_receipt
+from tests.core.test_bundle_flow import KEYTURN, POLICY, consumed, denied, start
+from tests.fakes import T0
+
+TRUST = [KEYTURN.did]
+
+
+def _receipts(flow: object) -> list[tuple[int, Receipt]]:
+    logged = flow.logged  # type: ignore[attr-defined]
+    return [(i, verify_receipt(e, trusted_signers=TRUST)) for i, e in logged]
+
+
+def test_each_receipt_is_one_line_with_the_cards_columns() -> None:
+    flow = consumed()
+    lines = [feed_line(i, r) for i, r in _receipts(flow)]
+    request_hash = flow.request.request_hash_b64u
+    policy_hash = POLICY.policy_hash_b64u
+    approve = lines[1]
+    assert approve.startswith("#4 approve")
+    assert "payments.transfer" in approve and "r-7f2c" in approve and "Bob Li" in approve
+    assert f"req {request_hash[:4]}…{request_hash[-4:]}" in approve
+    assert f"pol {policy_hash[:4]}…{policy_hash[-4:]}" in approve
+    assert re.search(r"#6 grant +payments\.transfer +r-7f2c +g-5d1e +until 10:48$", lines[3])
+    assert re.search(r"#8 gate-pass +payments\.transfer +r-7f2c +g-5d1e +payload ✓$", lines[5])
+    assert all("\n" not in line for line in lines)
+
+
+def test_a_gate_denial_shows_its_reason_code() -> None:
+    receipt = events.gate_denied(
+        "PAYLOAD_HASH_MISMATCH",
+        at=T0,
+        actor="did:key:agent",
+        policy_hash_b64u=POLICY.policy_hash_b64u,
+        receipt_id="d",
+        request=start().request,
+    )
+    assert re.fullmatch(
+        r"#1046 gate-deny +payments\.transfer +r-7f2c +PAYLOAD_HASH_MISMATCH",
+        feed_line(1046, receipt),
+    )
+    outside = events.gate_denied(
+        "GRANT_INVALID", at=T0, actor="x", policy_hash_b64u=POLICY.policy_hash_b64u, receipt_id="e"
+    )
+    assert feed_line(7, outside).endswith("GRANT_INVALID")
+
+
+def test_a_deny_shows_the_reason_in_quotes() -> None:
+    line = feed_line(*_receipts(denied())[-1])
+    assert "deny" in line and "Carol Diaz" in line and '"wrong beneficiary"' in line
+
+
+def test_a_checkpoint_line_names_origin_size_root_and_signer() -> None:
+    flow = consumed()
+    cp = flow.checkpoint()
+    line = checkpoint_line(cp, KEYTURN.did)
+    assert line.startswith("checkpoint  keyturn/acme-prod  size 9  root ")
+    assert line.endswith(f"signed by did:key:z6Mk…{KEYTURN.did[-5:]}")
+
+
+def test_a_newline_or_bidi_override_in_a_name_cannot_forge_a_feed_line() -> None:
+    flow = start()
+    hostile = "Bob\n#9999 approve    payments.transfer  r-0000  Mallory\u202e"
+    flow.decide("bob-oid")
+    receipt = _receipts(flow)[-1][1]
+    forged = Receipt(
+        **{**{f: getattr(receipt, f) for f in Receipt.__slots__}, "actor_name": hostile}
+    )
+    line = feed_line(5, forged)
+    assert "\n" not in line and "\u202e" not in line
+    assert clean("a\u2028b\u0000c\u200fd") == "a b cd"
+    assert len(clean("x" * 500)) == 48
+
+
+def test_many_receipts_fold_into_one_aligned_message_newest_last() -> None:
+    flow = consumed()
+    items = [*_receipts(flow), CheckpointPosted(flow.checkpoint(), KEYTURN.did)]
+    message = fold(items)
+    lines = message.split("\n")
+    assert len(lines) == len(items)
+    assert lines[0].startswith("#3 request") and lines[-1].startswith("checkpoint")
+    receipt_lines = lines[:-1]
+    route_columns = {line.index("payments.transfer") for line in receipt_lines}
+    assert len(route_columns) == 1  # aligned across the message
+
+
+def test_a_long_queue_is_summarised_not_flooded() -> None:
+    flow = consumed()
+    receipts = _receipts(flow)
+    message = fold(receipts * 20, max_lines=10)
+    lines = message.split("\n")
+    assert len(lines) == 10
+    assert lines[0].startswith("… 111 earlier feed lines (#3–#8) folded")
+    with pytest.raises(ValueError):
+        fold(receipts, max_lines=1)
+
+
+def test_short_did_keeps_the_recognisable_ends() -> None:
+    assert short_did(KEYTURN.did) == f"did:key:z6Mk…{KEYTURN.did[-5:]}"
+    assert short_did("alice@corp.example") == "alice@corp.example"
