@@ -29,6 +29,7 @@ COMMAND_MODULES: list[str] = [
     "bot.cli_keys",
     "bot.cli_entra",
     "bot.cli_verify",
+    "bot.cli_db",
 ]
 
 EXIT_OK = 0

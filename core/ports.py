@@ -183,11 +183,20 @@ class LogRepository(Protocol):
 class UnitOfWork(Protocol):
     """One transaction over every repository; rolls back unless :meth:`commit` ran."""
 
-    requests: RequestRepository
-    decisions: DecisionRepository
-    grants: GrantRepository
-    tokens: TokenRepository
-    log: LogRepository
+    @property
+    def requests(self) -> RequestRepository: ...
+
+    @property
+    def decisions(self) -> DecisionRepository: ...
+
+    @property
+    def grants(self) -> GrantRepository: ...
+
+    @property
+    def tokens(self) -> TokenRepository: ...
+
+    @property
+    def log(self) -> LogRepository: ...
 
     async def __aenter__(self) -> UnitOfWork: ...
 

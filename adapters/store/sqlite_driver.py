@@ -1,0 +1,221 @@
+"""aiosqlite with one trip to its thread per statement, and BEGIN riding on the first one.
+
+aiosqlite runs each sqlite3 call on a worker thread; a trip there and back costs about
+80 µs on the reference machine (a thread wake-up and an event-loop wake-up), while a
+durable single-row commit costs 140 µs. SQLAlchemy's stock adapter makes three or four
+trips per statement (open a cursor, execute, fetch, close) and two more per unit of
+work (BEGIN, and a ROLLBACK when the connection returns to the pool). This adapter,
+passed to SQLAlchemy as the DBAPI module of its aiosqlite dialect, makes:
+
+* one trip per statement: the cursor is opened, executed, fetched and closed on the
+  worker thread in one call;
+* no trip for BEGIN: the engine's ``begin`` hook calls :meth:`OneTripConnection.defer_begin`
+  and the ``BEGIN IMMEDIATE`` is executed just before the unit's first statement, in
+  the same trip (the write lock is still taken before anything is read);
+* no trip for ROLLBACK or COMMIT when no statement ran, nor for the pool's reset of a
+  connection whose transaction already ended.
+
+Commit is fail-closed: if SQLite ended the transaction itself (it may roll back on
+some I/O or lock errors), committing raises instead of silently committing nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import sqlite3
+from collections.abc import Callable, Sequence
+from threading import Thread
+from typing import Any
+
+from sqlalchemy.dialects.sqlite.aiosqlite import (
+    AsyncAdapt_aiosqlite_connection,
+    AsyncAdapt_aiosqlite_cursor,
+    AsyncAdapt_aiosqlite_dbapi,
+)
+from sqlalchemy.util import EMPTY_DICT
+from sqlalchemy.util.concurrency import await_
+
+_Result = tuple[Any, int, int | None, list[Any]]  # description, rowcount, lastrowid, rows
+_Outcome = tuple[bool, Exception | None, _Result | None]  # BEGIN ran, statement error, result
+
+
+class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
+    """A DBAPI cursor whose every execute is one call on the connection's thread."""
+
+    __slots__ = ("_lastrowid_value", "_result_description", "_rowcount_value")
+
+    def __init__(self, adapt_connection: OneTripConnection) -> None:
+        # Deliberately not calling the base __init__: it opens an aiosqlite cursor,
+        # which is a trip of its own.
+        self._adapt_connection = adapt_connection
+        self._connection = adapt_connection._connection
+        self._soft_closed_memoized = EMPTY_DICT
+        self._rows = collections.deque()
+        self._result_description: Any = None
+        self._rowcount_value = -1
+        self._lastrowid_value: int | None = None
+
+    @property
+    def description(self) -> Any:
+        return self._result_description
+
+    @property
+    def rowcount(self) -> int:
+        return self._rowcount_value
+
+    @property
+    def lastrowid(self) -> Any:
+        return self._lastrowid_value
+
+    async def _async_soft_close(self) -> None:
+        return None  # nothing is left open on the thread
+
+    def close(self) -> None:
+        self._rows.clear()
+
+    def execute(self, operation: Any, parameters: Any = None) -> None:
+        adapt = self._adapt_connection
+        assert isinstance(adapt, OneTripConnection)
+        self._store(adapt.run(_execute, operation, parameters))
+
+    def executemany(self, operation: Any, seq_of_parameters: Any) -> None:
+        adapt = self._adapt_connection
+        assert isinstance(adapt, OneTripConnection)
+        self._store(adapt.run(_executemany, operation, seq_of_parameters))
+
+    def _store(self, result: _Result) -> None:
+        description, rowcount, lastrowid, rows = result
+        self._result_description = description
+        self._rowcount_value = rowcount
+        self._lastrowid_value = lastrowid
+        self._rows = collections.deque(rows)
+
+
+class OneTripConnection(AsyncAdapt_aiosqlite_connection):
+    """The adapted connection: tracks the transaction so idle trips are skipped."""
+
+    __slots__ = ("_begin", "_in_transaction")
+    _cursor_cls = OneTripCursor  # type: ignore[assignment]  # a subclass, as SQLAlchemy's own
+
+    def __init__(self, dbapi: Any, connection: Any) -> None:
+        super().__init__(dbapi, connection)
+        self._begin: str | None = None
+        self._in_transaction = False
+
+    def defer_begin(self, statement: str) -> None:
+        """Run ``statement`` (``BEGIN IMMEDIATE``…) right before the next one."""
+        self._begin = statement
+
+    def run(self, fn: Callable[..., _Result], *args: Any) -> _Result:
+        """Call ``fn(sqlite3_connection, *args)`` on the thread, after a deferred BEGIN."""
+        begin, self._begin = self._begin, None
+        try:
+            outcome: _Outcome = await_(self._trip(_begin_then, begin, fn, args))
+        except Exception as e:  # BEGIN itself failed: no transaction was opened
+            self._handle_exception(e)
+        began, error, result = outcome
+        if began:
+            self._in_transaction = True
+        if error is not None:
+            self._handle_exception(error)
+        assert result is not None
+        return result
+
+    def commit(self) -> None:
+        self._begin = None
+        if not self._in_transaction:
+            return  # nothing ran since BEGIN was asked for: nothing to commit
+        try:
+            await_(self._trip(_commit))
+        except Exception as e:
+            self._handle_exception(e)
+        self._in_transaction = False
+
+    def rollback(self) -> None:
+        self._begin = None
+        if not self._in_transaction:
+            return
+        self._in_transaction = False
+        try:
+            await_(self._trip(_rollback))
+        except Exception as e:
+            self._handle_exception(e)
+
+    async def _trip(self, fn: Callable[..., Any], *args: Any) -> Any:
+        async with self._execute_mutex:
+            return await self._connection._execute(fn, self._connection, *args)
+
+
+def _raw(connection: Any) -> sqlite3.Connection:  # runs on the connection's thread
+    raw: sqlite3.Connection = connection._conn  # raises "no active connection" if closed
+    return raw
+
+
+def _begin_then(
+    connection: Any, begin: str | None, fn: Callable[..., _Result], args: Sequence[Any]
+) -> _Outcome:
+    raw = _raw(connection)
+    if begin is not None:
+        raw.execute(begin)  # raises out of the trip: nothing began
+    try:
+        result: _Result = fn(raw, *args)
+    except Exception as e:  # the transaction (if any) is open: report both facts
+        return begin is not None, e, None
+    return begin is not None, None, result
+
+
+def _execute(raw: sqlite3.Connection, operation: str, parameters: Any) -> _Result:
+    cursor = raw.cursor()
+    try:
+        cursor.execute(operation, () if parameters is None else parameters)
+        rows = cursor.fetchall() if cursor.description else []
+        return cursor.description, cursor.rowcount, cursor.lastrowid, rows
+    finally:
+        cursor.close()
+
+
+def _executemany(raw: sqlite3.Connection, operation: str, seq_of_parameters: Any) -> _Result:
+    cursor = raw.cursor()
+    try:
+        cursor.executemany(operation, seq_of_parameters)
+        return cursor.description, cursor.rowcount, cursor.lastrowid, []
+    finally:
+        cursor.close()
+
+
+def _commit(connection: Any) -> None:
+    raw = _raw(connection)
+    if not raw.in_transaction:
+        raise sqlite3.OperationalError(
+            "SQLite had already ended the transaction (rolled back after an error); "
+            "nothing was committed"
+        )
+    raw.commit()
+
+
+def _rollback(connection: Any) -> None:
+    _raw(connection).rollback()
+
+
+class OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):
+    """The DBAPI module handed to SQLAlchemy (``create_async_engine(module=…)``)."""
+
+    def __init__(self) -> None:
+        import aiosqlite
+
+        super().__init__(aiosqlite, sqlite3)
+
+    def connect(self, *arg: Any, **kw: Any) -> OneTripConnection:
+        connection = self.aiosqlite.connect(*arg, **kw)
+        # aiosqlite's worker must not keep the interpreter alive at exit.
+        thread = connection if isinstance(connection, Thread) else connection._thread
+        thread.daemon = True
+        try:
+            return OneTripConnection(self, await_(connection))
+        except BaseException:
+            # A failed connect has queued the stop of aiosqlite's thread, which reports
+            # back to this event loop: wait for it, or it would find the loop closed.
+            await_(asyncio.get_running_loop().run_in_executor(None, thread.join, 5.0))
+            raise
+
