@@ -34,7 +34,7 @@ bench: $(STAMP)
 
 ## The README's main-job command: keyturn on embedded defaults.
 demo: $(STAMP)
-	$(VENV)/bin/keyturn demo
+	$(VENV)/bin/keyturn demo --out keyturn-data/demo-out
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -30,6 +30,7 @@ COMMAND_MODULES: list[str] = [
     "bot.cli_entra",
     "bot.cli_verify",
     "bot.cli_db",
+    "bot.cli_serve",
 ]
 
 EXIT_OK = 0

@@ -15,11 +15,11 @@ URL or configuration is wrong.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 import asyncio
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from adapters.store import head_revision, upgrade_database
@@ -63,9 +63,7 @@ def _settings_url(args: argparse.Namespace) -> Callable[[], str]:
     return url
 
 
-def run_upgrade(
-    args: argparse.Namespace, *, default_url: Callable[[], str] | None = None
-) -> int:
+def run_upgrade(args: argparse.Namespace, *, default_url: Callable[[], str] | None = None) -> int:
     """Handle ``keyturn db upgrade``; returns the process exit code."""
     url = args.url or os.environ.get(URL_ENV) or (default_url() if default_url else None)
     if not url:

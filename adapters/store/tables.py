@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -273,4 +274,63 @@ outbox = Table(
         sqlite_where=text("sent_at IS NULL"),
         postgresql_where=text("sent_at IS NULL"),
     ),
+)
+
+# --- agents, jobs, per-request receipt index, sealed bundles (revision 0003) ---------
+
+agents = Table(
+    "agents",
+    metadata,
+    Column("agent_did", Name, primary_key=True),
+    Column("name", Name, nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("added_at", UtcDateTime, nullable=False),
+    Column("added_by", Name, nullable=False),
+)
+
+agent_challenges = Table(
+    "agent_challenges",
+    metadata,
+    Column("challenge", String(64), primary_key=True),
+    Column("agent_did", Name, ForeignKey("agents.agent_did"), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("used_at", UtcDateTime, nullable=True),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("job_id", Name, primary_key=True),
+    Column("agent_did", Name, nullable=False),
+    Column("policy_hash", Hash, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+job_steps = Table(
+    "job_steps",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("job_id", Name, ForeignKey("jobs.job_id"), nullable=False),
+    Column("route", String(256), nullable=False),
+    Column("plan_hash", String(256), nullable=True),
+    Column("gated", Boolean, nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Index(None, "job_id"),
+)
+
+request_receipts = Table(
+    "request_receipts",
+    metadata,
+    Column("request_id", Name, primary_key=True),
+    Column("log_index", BigInteger, primary_key=True),
+    Column("kind", String(32), nullable=False),
+)
+
+bundles = Table(
+    "bundles",
+    metadata,
+    Column("request_id", Name, primary_key=True),
+    Column("envelope", JSON, nullable=False),
+    Column("sealed_at", UtcDateTime, nullable=False),
 )

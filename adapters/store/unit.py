@@ -40,6 +40,7 @@ from adapters.store.approvals import (
 )
 from adapters.store.chat import SqlIdentityLinkRepository, SqlMessageRefRepository
 from adapters.store.engine import READ_ONLY_OPTION, create_engine, store_error
+from adapters.store.jobs import SqlAgentRepository, SqlJobRepository
 from adapters.store.ledger import SqlLogRepository
 from adapters.store.migrate import current_revision, head_revision, known_revisions, upgrade
 from adapters.store.outbox import SqlOutboxRepository
@@ -68,6 +69,8 @@ class SqlUnitOfWork:
     messages: SqlMessageRefRepository
     identities: SqlIdentityLinkRepository
     outbox: SqlOutboxRepository
+    agents: SqlAgentRepository
+    jobs: SqlJobRepository
 
     def __init__(
         self,
@@ -126,6 +129,8 @@ class SqlUnitOfWork:
         self.messages = SqlMessageRefRepository(conn, read_only=read_only)
         self.identities = SqlIdentityLinkRepository(conn, read_only=read_only)
         self.outbox = SqlOutboxRepository(conn, read_only=read_only)
+        self.agents = SqlAgentRepository(conn, read_only=read_only)
+        self.jobs = SqlJobRepository(conn, read_only=read_only)
         return self
 
     async def commit(self) -> None:

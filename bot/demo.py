@@ -1,0 +1,291 @@
+"""``keyturn demo``: the embedded default, with no Slack, Teams or Entra credentials.
+
+It creates a data directory with a SQLite store, keyturn's fresh Ed25519 key, a demo
+policy signed by a demo issuer key, a static directory (a requester, three approvers in
+different groups, one outsider) and a registered demo agent. Nothing fake is seeded
+into the log: every card and receipt comes from the real use cases.
+
+``--scripted`` runs the whole story and exits 0 only if every step behaved as the
+two-person rule demands: a gated payment approved by two people and executed once, a
+replay and a tampered payload refused, a break-glass window opened and revoked with
+the kill switch, and every sealed proof bundle verified offline.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from adapters.signer import FileSigner, generate_key_file
+from bot.bootstrap import App, build
+from bot.service.breakglass import breakglass_token, request_breakglass, revoke
+from bot.settings import KeyturnSettings
+from core.bundle_format import bundle_bytes
+from core.canonical import b64u_encode
+from core.errors import KeyturnError
+from core.identity import IdentityKind, IdentityRef
+from core.keys import SigningKey
+from core.policy.wpc import sign_wpc
+from core.quorum import Verdict
+
+AGENT_NAME = "invoice-bot"
+
+
+@dataclass(frozen=True, slots=True)
+class DemoFiles:
+    data_dir: Path
+    policy: Path
+    directory: Path
+    issuer_key: Path
+    agent_key: Path
+
+
+def asset_text(name: str) -> str:
+    return resources.files("bot").joinpath("assets", name).read_text(encoding="utf-8")
+
+
+def prepare(data_dir: Path) -> DemoFiles:
+    """Create (once) the demo's keys, signed policy and directory under ``data_dir``."""
+    keys = data_dir / "keys"
+    keys.mkdir(parents=True, exist_ok=True)
+    issuer_path, agent_path = keys / "demo-issuer.pem", keys / "demo-agent.pem"
+    if not issuer_path.exists():
+        generate_key_file(issuer_path)
+    if not agent_path.exists():
+        generate_key_file(agent_path)
+    issuer = FileSigner.load(issuer_path)
+    policy_path = data_dir / "demo-policy.wpc.json"
+    if not policy_path.exists():
+        from datetime import UTC, datetime
+
+        payload = json.loads(asset_text("demo-policy.json"))
+        payload["issuer_did"] = issuer.did
+        envelope = sign_wpc(payload, issuer, issued_at=datetime.now(UTC))
+        policy_path.write_text(json.dumps(envelope, indent=2, ensure_ascii=False), encoding="utf-8")
+    directory_path = data_dir / "directory.yaml"
+    if not directory_path.exists():
+        directory_path.write_text(asset_text("demo-directory.yaml"), encoding="utf-8")
+    return DemoFiles(data_dir, policy_path, directory_path, issuer_path, agent_path)
+
+
+def demo_settings(data_dir: Path, **server: Any) -> KeyturnSettings:
+    files = prepare(data_dir)
+    issuer = FileSigner.load(files.issuer_key)
+    return KeyturnSettings(
+        data_dir=data_dir,
+        policy_file=files.policy,
+        directory_file=files.directory,
+        trusted_policy_issuers=[issuer.did],
+        log={"origin": "keyturn/demo", "checkpoint_every_entries": 50},
+        server=server or {},
+    )
+
+
+async def start(data_dir: Path, **server: Any) -> App:
+    settings = demo_settings(data_dir, **server)
+    app = await build(settings, create_key=True)
+    agent = FileSigner.load(settings.data_dir / "keys" / "demo-agent.pem")
+    try:
+        await app.service.register_agent(agent.did, name=AGENT_NAME, by="keyturn-demo")
+    except KeyturnError as e:
+        if e.reason_code != "AGENT_EXISTS":
+            raise
+    return app
+
+
+def person(object_id: str) -> IdentityRef:
+    return IdentityRef(IdentityKind.OBJECT_ID, object_id)
+
+
+class ScriptFailed(Exception):
+    pass
+
+
+class Story:
+    def __init__(self, out: Any) -> None:
+        self.out = out
+        self.step = 0
+
+    def say(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def check(self, ok: bool, text: str) -> None:
+        self.step += 1
+        self.say(f"  {'✔' if ok else '✘'} {self.step:2d}. {text}")
+        if not ok:
+            raise ScriptFailed(text)
+
+
+async def _refused(coro: Any) -> str:
+    try:
+        await coro
+    except KeyturnError as e:
+        return e.reason_code
+    return "NOT_REFUSED"
+
+
+async def scripted(app: App, story: Story, *, out_dir: Path | None = None) -> list[str]:
+    """Run the demo story against the live service; returns the request ids it sealed."""
+    kt = app.service
+    agent = FileSigner.load(app.settings.data_dir / "keys" / "demo-agent.pem").key
+    policy = await kt.active_policy()
+    story.say(f"policy  {policy.name} · {policy.policy_hash_b64u}")
+    story.say(f"keyturn {kt.rt.signer.did}\n")
+
+    story.say("1. An agent asks to pay an invoice of $12,500")
+    job = await _start_job(kt, agent)
+    params = {
+        "amount_usd": 12_500,
+        "to_account": "DE89 3704 0044 0532 0130 00",
+        "memo": "Invoice 2026-118",
+    }
+    submitted = await kt.submit(
+        cst=job.runner_token, job_id=job.job_id, tool_route="payments.transfer", params=params
+    )
+    story.check(submitted.outcome == "gated", f"gated by policy: {submitted.message}")
+    rid = submitted.request_id or ""
+    confirm = submitted.payload_hash_b64u[-4:]
+    story.say(f"     request {rid} · payload hash {submitted.payload_hash_b64u}")
+
+    story.say("2. People click")
+    code = await _refused(
+        kt.decide(
+            rid, person("mallory"), Verdict.APPROVE, platform="demo", typed_confirmation=confirm
+        )
+    )
+    story.check(code == "APPROVER_NOT_IN_GROUP", f"Mallory (no approver group) is refused: {code}")
+    d1 = await kt.decide(
+        rid, person("bob"), Verdict.APPROVE, platform="demo", typed_confirmation=confirm
+    )
+    story.check(
+        d1.state == "pending", f"Bob Li (Finance-Approvers) approves: {d1.approvals} of {d1.needed}"
+    )
+    code = await _refused(
+        kt.decide(rid, person("bob"), Verdict.APPROVE, platform="slack", typed_confirmation=confirm)
+    )
+    story.check(code == "ALREADY_DECIDED", f"Bob clicks again on another platform: {code}")
+    d2 = await kt.decide(
+        rid, person("carol"), Verdict.APPROVE, platform="demo", typed_confirmation=confirm
+    )
+    story.check(
+        d2.state == "approved" and bool(d2.grant_id),
+        f"Carol Diaz (Security-Approvers) approves: grant {d2.grant_id}",
+    )
+
+    story.say("3. The agent collects its grant and runs the payment through the gate")
+    status = await kt.request_status(cst=job.runner_token, request_id=rid)
+    story.check(
+        status.grant is not None and status.job_token is not None,
+        "grant and job-scoped token handed to the agent",
+    )
+    assert status.grant is not None and status.job_token is not None
+    tampered = {**params, "to_account": "GB33 BUKB 2020 1555 5555 55"}
+    code = await _refused(
+        kt.gate_check(
+            cst=status.job_token,
+            grant=status.grant,
+            tool_route="payments.transfer",
+            params=tampered,
+        )
+    )
+    story.check(
+        code == "PAYLOAD_HASH_MISMATCH", f"a prompt-injected beneficiary is refused: {code}"
+    )
+    passed = await kt.gate_check(
+        cst=status.job_token, grant=status.grant, tool_route="payments.transfer", params=params
+    )
+    story.check(
+        passed.grant_id == d2.grant_id,
+        f"the exact approved payment passes the gate once (receipt #{passed.receipt_index})",
+    )
+    code = await _refused(
+        kt.gate_check(
+            cst=status.job_token, grant=status.grant, tool_route="payments.transfer", params=params
+        )
+    )
+    story.check(
+        code in ("GRANT_ALREADY_USED", "REQUEST_NOT_APPROVED"),
+        f"a replay of the same grant is refused: {code}",
+    )
+
+    story.say("4. Alice asks for break-glass: Privileged Role Administrator for 30 minutes")
+    bg = await request_breakglass(
+        kt,
+        person("alice"),
+        route="entra.role.assign",
+        params={
+            "tenant_id": "00000000-0000-4000-8000-0000000000aa",
+            "principal": "alice@corp.example",
+            "role": "Privileged Role Administrator",
+        },
+        duration_seconds=1800,
+        reason="INC-4411 mailbox compromise",
+        ticket="INC-4411",
+    )
+    bid = bg.request_id or ""
+    story.check(bg.outcome == "gated", f"break-glass request {bid} needs: {bg.needs[0]}")
+    bconfirm = bg.payload_hash_b64u[-4:]
+    code = await _refused(
+        kt.decide(
+            bid, person("alice"), Verdict.APPROVE, platform="demo", typed_confirmation=bconfirm
+        )
+    )
+    story.check(code == "REQUESTER_CANNOT_APPROVE", f"Alice cannot approve her own window: {code}")
+    await kt.decide(
+        bid, person("bob"), Verdict.APPROVE, platform="demo", typed_confirmation=bconfirm
+    )
+    opened = await kt.decide(
+        bid, person("carol"), Verdict.APPROVE, platform="demo", typed_confirmation=bconfirm
+    )
+    story.check(opened.state == "approved", "Bob and Carol approve: the window is open")
+    token = await breakglass_token(kt, bid, person("alice"))
+    story.check(
+        bool(token.token),
+        f"only Alice receives the token (window closes {token.window_closes_at:%H:%M} UTC)",
+    )
+    code = await _refused(breakglass_token(kt, bid, person("bob")))
+    story.check(code == "NOT_REQUESTER", f"nobody else can fetch it: {code}")
+    await revoke(kt, bid, person("carol"), reason="incident contained")
+    view = await kt.view(bid)
+    story.check(
+        view.request.state.value == "revoked",
+        "Carol pulls the kill switch: window closed, tokens revoked",
+    )
+    for number, step in enumerate(view.card.rollback_steps, 1):
+        story.say(f"     rollback {number}. {step}")
+
+    story.say("5. Every finished request is sealed into a proof bundle that verifies offline")
+    sealed = []
+    from core.bundle_verify import verify_bundle
+
+    for request_id in (rid, bid):
+        bundle = await kt.bundle(request_id)
+        report = verify_bundle(bundle, trusted_keyturn_dids={kt.rt.signer.did})
+        story.check(True, f"bundle {request_id}: PASS ({len(report.checks)} checks)")
+        sealed.append(request_id)
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / f"bundle-{request_id}.json").write_bytes(bundle_bytes(bundle))
+    if out_dir is not None:
+        (out_dir / "checkpoint.txt").write_text(await kt.checkpoint())
+        (out_dir / "keyturn-did.json").write_text(json.dumps(await kt.well_known(), indent=2))
+        story.say(f"     wrote bundles, checkpoint and DID document to {out_dir}")
+    return sealed
+
+
+async def _start_job(kt: Any, agent: SigningKey) -> Any:
+    challenge = await kt.agent_challenge(agent.did)
+    signature = agent.sign(("keyturn-job-v1\n" + challenge.challenge).encode("utf-8"))
+    return await kt.start_job(
+        agent_did=agent.did, challenge=challenge.challenge, signature_b64u=b64u_encode(signature)
+    )
+
+
+def reset(data_dir: Path) -> None:
+    if data_dir.exists():
+        shutil.rmtree(data_dir)

@@ -1,0 +1,1124 @@
+"""keyturn's use cases, shared by every surface (HTTP API, SDK, MCP, Slack, Teams, web).
+
+Each use case reads the clock once, does its work in one unit of work (which rolls
+back unless committed), records its receipts in that same unit of work, commits, and
+only then tells the surfaces (cards, feeds, long-pollers). Security decisions are made
+in ``core``; this layer fetches evidence (directory, store) and persists outcomes.
+
+Failing closed: every refusal is a :mod:`core.errors` exception with a reason code.
+:func:`guarded` turns any *unexpected* exception inside a use case into a logged
+``INTERNAL_ERROR`` refusal, so no path ends in "approved" or "token issued" by accident.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, ParamSpec, TypeVar
+
+from adapters.store import SqlUnitOfWork
+from bot.service.evidence import Evidence, Recorded
+from bot.service.runtime import Event, Runtime, new_id
+from core import receipt_events as events
+from core.canonical import b64u_decode, digests_equal
+from core.cards import Card, build_card
+from core.errors import (
+    ApprovalRefusedError,
+    CanonicalizationError,
+    GateDeniedError,
+    KeyturnError,
+    PolicyError,
+    StoreError,
+    TokenError,
+)
+from core.gate import GateCall, GateContext, admit, admit_ungated
+from core.grants import Grant, mint_grant
+from core.identity import IdentityKind, IdentityRef, Resolution
+from core.keys import public_key_from_did, verify_signature
+from core.outcomes import (
+    Challenge,
+    DecisionRecorded,
+    GatePassed,
+    JobStarted,
+    RequestStatus,
+    Submitted,
+)
+from core.policy import Outcome, Policy, ToolCall, load_policy_document
+from core.quorum import ApproverDecision, Verdict, apply, expire_if_due, judge, progress
+from core.records import TokenRecord
+from core.requests import ApprovalRequest, RequestState, open_request, payload_hash
+from core.tokens import ScopedToken, mint_cst, token_scope_hash
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+#: Route whose approval activates a new policy (changing the policy is itself gated).
+POLICY_ROUTE = "keyturn.policy.activate"
+#: Runner tokens may always ask for approval.
+REQUEST_SCOPE = "keyturn.request"
+CHALLENGE_PREFIX = "keyturn-job-v1\n"
+
+
+def guarded(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Any unexpected exception in a use case becomes a refusal, logged with its trace."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except KeyturnError:
+            raise
+        except Exception as e:
+            log.exception("use case %s failed; refusing", fn.__name__)
+            raise KeyturnError(
+                "INTERNAL_ERROR", "keyturn hit an unexpected error and refused; nothing ran"
+            ) from e
+
+    return wrapper
+
+
+@dataclass(frozen=True, slots=True)
+class RequestView:
+    """A request with everything a surface needs to draw it."""
+
+    request: ApprovalRequest
+    decisions: tuple[ApproverDecision, ...]
+    policy: Policy
+    grant: Grant | None
+    card: Card
+
+
+class Keyturn:
+    """The application service."""
+
+    def __init__(self, runtime: Runtime, evidence: Evidence, *, trusted_issuers: Sequence[str]):
+        self.rt = runtime
+        self.evidence = evidence
+        self.trusted_issuers = tuple(trusted_issuers)
+        self._policies: dict[str, Policy] = {}
+
+    # ------------------------------------------------------------------ policies
+
+    def _load(self, document: Mapping[str, Any], now: datetime) -> Policy:
+        policy = load_policy_document(
+            document, trusted_issuers=self.trusted_issuers or None, now=now
+        )
+        self._policies[policy.policy_hash_b64u] = policy
+        return policy
+
+    async def _policy(self, uow: SqlUnitOfWork, policy_hash: str, now: datetime) -> Policy:
+        cached = self._policies.get(policy_hash)
+        if cached is not None:
+            return cached
+        stored = await uow.policies.get(policy_hash)
+        return self._load(stored.document, now)
+
+    async def _active(self, uow: SqlUnitOfWork, now: datetime) -> Policy:
+        stored = await uow.policies.active()
+        if stored is None:
+            raise PolicyError("NO_ACTIVE_POLICY", "no policy is installed; nothing is allowed")
+        return self._policies.get(stored.policy_hash_b64u) or self._load(stored.document, now)
+
+    async def active_policy(self) -> Policy:
+        now = self.rt.clock.now()
+        async with self.rt.store.unit_of_work(read_only=True) as uow:
+            return await self._active(uow, now)
+
+    @guarded
+    async def install_policy(self, document: Mapping[str, Any], *, actor: str) -> Policy:
+        """Install the first policy (set-up time). Later changes go through approval.
+
+        Raises:
+            PolicyError: ``POLICY_ALREADY_INSTALLED`` when one is active, or the
+                policy's own verification errors.
+        """
+        now = self.rt.clock.now()
+        policy = self._load(document, now)
+        async with self.rt.store.unit_of_work() as uow:
+            current = await uow.policies.active()
+            if current is not None:
+                if current.policy_hash_b64u == policy.policy_hash_b64u:
+                    return policy
+                raise PolicyError(
+                    "POLICY_ALREADY_INSTALLED",
+                    "a policy is active; propose the new one so it is approved first",
+                )
+            await uow.policies.add(
+                policy.policy_hash_b64u, dict(document), at=now, name=policy.name
+            )
+            await uow.policies.activate(policy.policy_hash_b64u, at=now, by=actor, note="initial")
+            recorded = [
+                await self.evidence.record(
+                    uow,
+                    events.policy_activated(
+                        policy, at=now, actor=actor, receipt_id=self.evidence.new_receipt_id()
+                    ),
+                )
+            ]
+            await uow.commit()
+        await self.evidence.after_commit(recorded, now)
+        return policy
+
+    # ------------------------------------------------------------------ agents and jobs
+
+    @guarded
+    async def register_agent(self, agent_did: str, *, name: str, by: str) -> None:
+        public_key_from_did(agent_did)  # refuse anything that is not an Ed25519 did:key
+        now = self.rt.clock.now()
+        async with self.rt.store.unit_of_work() as uow:
+            await uow.agents.add(agent_did, name=name, at=now, by=by)
+            await uow.commit()
+
+    @guarded
+    async def agent_challenge(self, agent_did: str) -> Challenge:
+        now = self.rt.clock.now()
+        challenge = secrets.token_urlsafe(24)
+        expires = now + timedelta(seconds=self.rt.challenge_ttl_seconds)
+        async with self.rt.store.unit_of_work() as uow:
+            await self._require_agent(uow, agent_did)
+            await uow.agents.add_challenge(challenge, agent_did, expires_at=expires, at=now)
+            await uow.commit()
+        return Challenge(agent_did=agent_did, challenge=challenge, expires_at=expires)
+
+    async def _require_agent(self, uow: SqlUnitOfWork, agent_did: str) -> None:
+        agent = await uow.agents.get(agent_did)
+        if agent is None:
+            raise PolicyError("AGENT_UNKNOWN", "this agent is not registered with keyturn")
+        if not agent.enabled:
+            raise PolicyError("AGENT_DISABLED", "this agent has been disabled")
+
+    @guarded
+    async def start_job(self, *, agent_did: str, challenge: str, signature_b64u: str) -> JobStarted:
+        """Proof of possession → a runner token for one new job, pinned to the active policy."""
+        now = self.rt.clock.now()
+        try:
+            signature = b64u_decode(signature_b64u)
+            key = public_key_from_did(agent_did)
+        except (CanonicalizationError, KeyturnError) as e:
+            raise TokenError("SIGNATURE_INVALID", "the challenge signature is malformed") from e
+        if not verify_signature(key, (CHALLENGE_PREFIX + challenge).encode("utf-8"), signature):
+            raise TokenError("SIGNATURE_INVALID", "the challenge was not signed by the agent's key")
+        job_id = new_id("j")
+        async with self.rt.store.unit_of_work() as uow:
+            await self._require_agent(uow, agent_did)
+            await uow.agents.use_challenge(challenge, agent_did, now=now)
+            policy = await self._active(uow, now)
+            scope = runner_scope(policy)
+            token = mint_cst(
+                self.rt.signer,
+                sub=agent_did,
+                audience=self.rt.audience,
+                scope=scope,
+                now=now,
+                ttl_seconds=min(self.rt.runner_ttl_seconds, policy.cst_max_ttl_seconds),
+                policy_hash_b64u=policy.policy_hash_b64u,
+                mission_id=job_id,
+                kind="runner",
+            )
+            await uow.jobs.add(
+                job_id, agent_did=agent_did, policy_hash=policy.policy_hash_b64u, at=now
+            )
+            await uow.tokens.add(_token_record(token, job_id=job_id, request_id=None))
+            await uow.commit()
+        return JobStarted(
+            job_id=job_id,
+            runner_token=token.compact,
+            expires_at=token.expires_at,
+            policy_hash_b64u=policy.policy_hash_b64u,
+            scope=token.scope,
+        )
+
+    async def _verify_token(
+        self,
+        uow: SqlUnitOfWork,
+        cst: str,
+        now: datetime,
+        *,
+        job_id: str | None = None,
+        policy_hash: str | None = None,
+        scope: str | None = None,
+    ) -> ScopedToken:
+        token = self.rt.tokens.verify(
+            cst,
+            now=now,
+            audience=self.rt.audience,
+            expected_mission_id=job_id,
+            expected_policy_hash=policy_hash,
+            required_scope=scope,
+        )
+        if await uow.tokens.is_revoked(token.token_hash_hex):
+            raise TokenError("TOKEN_REVOKED", "this token has been revoked")
+        return token
+
+    # ------------------------------------------------------------------ submit
+
+    @guarded
+    async def submit(
+        self,
+        *,
+        cst: str,
+        job_id: str,
+        tool_route: str,
+        params: Mapping[str, Any],
+        plan_hash: str | None = None,
+        span_id: str | None = None,
+        justification: str | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> Submitted:
+        now = self.rt.clock.now()
+        recorded: list[Recorded] = []
+        async with self.rt.store.unit_of_work() as uow:
+            policy = await self._active(uow, now)
+            token = await self._verify_token(
+                uow, cst, now, job_id=job_id, policy_hash=policy.policy_hash_b64u
+            )
+            job = await uow.jobs.get(job_id)
+            if job is None or job.agent_did != token.sub:
+                raise TokenError("TOKEN_JOB_MISMATCH", "this token does not belong to that job")
+            steps = await uow.jobs.steps(job_id)
+            call = ToolCall(
+                route=tool_route,
+                params=params,
+                requester=token.sub,
+                context=dict(context or {}),
+                prior_routes=frozenset(s.route for s in steps),
+                plan_hash=plan_hash,
+            )
+            decision = policy.evaluate(call)
+            digest = payload_hash(params)
+            base = {
+                "reason_code": decision.reason_code,
+                "message": decision.message,
+                "tool_route": tool_route,
+                "payload_hash_b64u": digest,
+                "policy_hash_b64u": policy.policy_hash_b64u,
+                "rules": tuple(r.to_json() for r in decision.rules),
+            }
+            if decision.outcome is Outcome.ALLOWED:
+                return Submitted(outcome="allowed", **base)
+            if decision.outcome is Outcome.DENIED:
+                recorded.append(
+                    await self.evidence.record(
+                        uow,
+                        events.gate_denied(
+                            decision.reason_code,
+                            at=now,
+                            actor=token.sub,
+                            policy_hash_b64u=policy.policy_hash_b64u,
+                            receipt_id=self.evidence.new_receipt_id(),
+                            presented_payload_hash_b64u=digest,
+                        ),
+                    )
+                )
+                await uow.commit()
+                result = Submitted(outcome="denied", **base)
+            else:
+                request = open_request(
+                    call,
+                    decision,
+                    request_id=new_id("r"),
+                    job_id=job_id,
+                    policy_hash_b64u=policy.policy_hash_b64u,
+                    now=now,
+                    span_id=span_id,
+                    justification=justification,
+                )
+                await uow.requests.add(request)
+                recorded.append(
+                    await self._record(
+                        uow,
+                        events.request_created(
+                            request, call, receipt_id=self.evidence.new_receipt_id()
+                        ),
+                    )
+                )
+                await uow.commit()
+                result = Submitted(
+                    outcome="gated",
+                    request_id=request.request_id,
+                    request_hash_b64u=request.request_hash_b64u,
+                    expires_at=request.binding.expires_at,
+                    needs=tuple(policy.requirement_text(r) for r in request.requirements),
+                    receipt_index=recorded[-1].index,
+                    card_url=f"{self.rt.public_url}/requests/{request.request_id}",
+                    **base,
+                )
+        await self.evidence.after_commit(recorded, now)
+        if result.request_id:
+            await self.rt.hub.publish(Event("request", result.request_id, {"created": True}))
+        return result
+
+    async def _record(self, uow: SqlUnitOfWork, receipt: Any) -> Recorded:
+        """Record a receipt and index it under its request, for sealing."""
+        recorded = await self.evidence.record(uow, receipt)
+        if receipt.request_id is not None:
+            await uow.jobs.index_receipt(receipt.request_id, recorded.index, str(receipt.kind))
+        return recorded
+
+    # ------------------------------------------------------------------ status
+
+    async def view(self, request_id: str) -> RequestView:
+        now = self.rt.clock.now()
+        async with self.rt.store.unit_of_work(read_only=True) as uow:
+            return await self._view(uow, request_id, now)
+
+    async def _view(self, uow: SqlUnitOfWork, request_id: str, now: datetime) -> RequestView:
+        request = await uow.requests.get(request_id)
+        decisions = tuple(await uow.decisions.for_request(request_id))
+        policy = await self._policy(uow, request.binding.policy_hash_b64u, now)
+        grant = await uow.grants.for_request(request_id)
+        consumed_at = await uow.grants.consumed_at(grant.grant_id) if grant else None
+        card = build_card(
+            request,
+            decisions,
+            policy,
+            now=now,
+            grant_id=grant.grant_id if grant else None,
+            grant_expires_at=grant.expires_at if grant else None,
+            used_at=consumed_at,
+        )
+        return RequestView(request, decisions, policy, grant, card)
+
+    async def list_requests(
+        self, *, states: Sequence[RequestState] | None = None, limit: int = 50
+    ) -> list[RequestView]:
+        now = self.rt.clock.now()
+        async with self.rt.store.unit_of_work(read_only=True) as uow:
+            found = await uow.requests.find(states=states, limit=limit)
+            return [await self._view(uow, r.request_id, now) for r in found]
+
+    @guarded
+    async def request_status(
+        self, *, cst: str, request_id: str, wait_seconds: float = 0
+    ) -> RequestStatus:
+        """Long-poll a request; once approved, hand the requesting agent its grant and token."""
+        deadline = asyncio.get_running_loop().time() + max(0.0, wait_seconds)
+        first_state: str | None = None
+        while True:
+            waiter = self.rt.hub.waiter(request_id)
+            try:
+                status = await self._status_once(cst, request_id)
+                if first_state is None:
+                    first_state = status.state
+                remaining = deadline - asyncio.get_running_loop().time()
+                if status.state != "pending" or remaining <= 0:
+                    return status
+                # Wake on a change in this process, or re-read the store every second
+                # for changes made by other replicas.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiter.wait(), timeout=min(1.0, remaining))
+            finally:
+                self.rt.hub.forget(request_id, waiter)
+
+    async def _status_once(self, cst: str, request_id: str) -> RequestStatus:
+        now = self.rt.clock.now()
+        recorded: list[Recorded] = []
+        async with self.rt.store.unit_of_work() as uow:
+            token = await self._verify_token(uow, cst, now)
+            view = await self._view(uow, request_id, now)
+            request = view.request
+            if token.sub != request.binding.requester or token.mission_id != request.binding.job_id:
+                raise StoreError("NOT_FOUND", f"no request {request_id} for this agent")
+            prog = progress(request, view.decisions)
+            job_token: ScopedToken | None = None
+            if request.state is RequestState.APPROVED and view.grant is not None:
+                job_token = self._job_token(request, view.policy, view.grant, now)
+                await uow.tokens.add(
+                    _token_record(job_token, job_id=request.binding.job_id, request_id=request_id)
+                )
+                recorded.append(
+                    await self._record(
+                        uow,
+                        events.cst_minted(
+                            request, job_token, receipt_id=self.evidence.new_receipt_id()
+                        ),
+                    )
+                )
+                await uow.commit()
+        await self.evidence.after_commit(recorded, now)
+        return RequestStatus(
+            request_id=request_id,
+            state=str(request.state),
+            tool_route=request.binding.tool_route,
+            payload_hash_b64u=request.binding.payload_hash_b64u,
+            request_hash_b64u=request.request_hash_b64u,
+            expires_at=request.binding.expires_at,
+            approvals=prog.approvals,
+            needed=prog.needed,
+            status_line=view.card.status_line,
+            grant=view.grant.envelope if (job_token and view.grant) else None,
+            job_token=job_token.compact if job_token else None,
+            job_token_expires_at=job_token.expires_at if job_token else None,
+            bundle_url=f"{self.rt.public_url}/v1/bundles/{request_id}",
+            approved_by=tuple(
+                d.approver_name for d in view.decisions if d.verdict is Verdict.APPROVE
+            ),
+        )
+
+    def _job_claims(self, request: ApprovalRequest, policy: Policy) -> dict[str, Any]:
+        return {
+            "token_version": "1",
+            "sub": request.binding.requester,
+            "aud": [self.rt.audience],
+            "scope": [request.binding.tool_route],
+            "policy_hash_b64u": policy.policy_hash_b64u,
+            "mission_id": request.binding.job_id,
+        }
+
+    def _job_token(
+        self, request: ApprovalRequest, policy: Policy, grant: Grant, now: datetime
+    ) -> ScopedToken:
+        ttl = int((grant.expires_at - now).total_seconds())
+        if request.breakglass is not None:
+            ttl = min(ttl, request.breakglass.token_ttl_seconds)
+        ttl = min(ttl, policy.cst_max_ttl_seconds)
+        if ttl < 1:
+            raise GateDeniedError("GRANT_EXPIRED", "the approval has lapsed; nothing can run")
+        return mint_cst(
+            self.rt.signer,
+            sub=request.binding.requester,
+            audience=self.rt.audience,
+            scope=[request.binding.tool_route],
+            now=now,
+            ttl_seconds=ttl,
+            policy_hash_b64u=policy.policy_hash_b64u,
+            mission_id=request.binding.job_id,
+            kind="breakglass" if request.breakglass is not None else "job",
+        )
+
+    # ------------------------------------------------------------------ decisions
+
+    @guarded
+    async def decide(
+        self,
+        request_id: str,
+        identity: IdentityRef,
+        verdict: Verdict,
+        *,
+        platform: str,
+        reason: str | None = None,
+        typed_confirmation: str | None = None,
+    ) -> DecisionRecorded:
+        """One approver's click. Refusals raise and record nothing."""
+        now = self.rt.clock.now()
+        async with self.rt.store.unit_of_work(read_only=True) as uow:
+            request = await uow.requests.get(request_id)
+            policy = await self._policy(uow, request.binding.policy_hash_b64u, now)
+        if request.state is not RequestState.PENDING:
+            raise ApprovalRefusedError(
+                "REQUEST_NOT_PENDING", f"This request is no longer pending ({request.state})."
+            )
+        resolution = await self._resolve(identity, now, request)
+        group_ids = sorted(
+            {policy.groups[k].directory_id for r in request.requirements for k in r.eligible_groups}
+        )
+        eligibility = await self.rt.directory.eligibility(
+            resolution.person.object_id,
+            group_ids,
+            now=now,
+            check_pim=any(r.require_pim == "required" for r in request.requirements),
+            bypass_cache=request.breakglass is not None,
+        )
+        recorded: list[Recorded] = []
+        grant: Grant | None = None
+        async with self.rt.store.unit_of_work() as uow:
+            request = await uow.requests.get(request_id, for_update=True)
+            decisions = await uow.decisions.for_request(request_id)
+            decision = judge(
+                request,
+                decisions,
+                eligibility,
+                verdict,
+                groups=policy.groups,
+                now=now,
+                platform=platform,
+                reason=reason,
+                typed_confirmation=typed_confirmation,
+            )
+            await uow.decisions.add(decision)
+            after = apply(request, decisions, decision)
+            recorded.append(
+                await self._record(
+                    uow,
+                    events.decision_receipt(
+                        request, decision, receipt_id=self.evidence.new_receipt_id()
+                    ),
+                )
+            )
+            if after is not request:
+                await uow.requests.replace(request, after)
+            if after.state is RequestState.APPROVED:
+                approved = after
+                after, grant, more = await self._on_approved(
+                    uow, approved, [*decisions, decision], policy, now
+                )
+                recorded.extend(more)
+                if after is not approved:  # a policy change is activated (consumed) at once
+                    await uow.requests.replace(approved, after)
+            await uow.commit()
+        await self.evidence.after_commit(recorded, now)
+        await self.rt.hub.publish(Event("request", request_id, {"state": str(after.state)}))
+        if after.state in (RequestState.DENIED, RequestState.CONSUMED):
+            await self._seal_quietly(request_id)
+        prog = progress(after, [*decisions, decision])
+        return DecisionRecorded(
+            request_id=request_id,
+            approver_id=decision.approver_id,
+            approver_name=decision.approver_name,
+            verdict=str(decision.verdict),
+            state=str(after.state),
+            approvals=prog.approvals,
+            needed=prog.needed,
+            grant_id=grant.grant_id if grant else None,
+            receipt_index=recorded[0].index,
+        )
+
+    async def _resolve(
+        self, identity: IdentityRef, now: datetime, request: ApprovalRequest
+    ) -> Resolution:
+        return await self.rt.directory.resolve(
+            identity, now=now, allow_guests=all(r.allow_guests for r in request.requirements)
+        )
+
+    async def _on_approved(
+        self,
+        uow: SqlUnitOfWork,
+        request: ApprovalRequest,
+        decisions: list[ApproverDecision],
+        policy: Policy,
+        now: datetime,
+    ) -> tuple[ApprovalRequest, Grant, list[Recorded]]:
+        """Quorum was met: mint the one grant (and act on policy changes and break-glass)."""
+        if request.breakglass is not None and request.binding.breakglass_window_seconds:
+            ttl = request.binding.breakglass_window_seconds
+        else:
+            ttl = policy.cst_max_ttl_seconds
+        grant = mint_grant(
+            request,
+            decisions,
+            self.rt.signer,
+            grant_id=new_id("g"),
+            now=now,
+            ttl_seconds=ttl,
+            cst_scope_hash_b64u=token_scope_hash(self._job_claims(request, policy)),
+        )
+        await uow.grants.add(grant)
+        recorded = [
+            await self._record(
+                uow, events.grant_minted(request, grant, receipt_id=self.evidence.new_receipt_id())
+            )
+        ]
+        if request.breakglass is not None:
+            token = self._job_token(request, policy, grant, now)
+            await uow.tokens.add(
+                _token_record(token, job_id=request.binding.job_id, request_id=request.request_id)
+            )
+            recorded.append(
+                await self._record(
+                    uow,
+                    events.breakglass_opened(
+                        request, token, receipt_id=self.evidence.new_receipt_id()
+                    ),
+                )
+            )
+        if request.binding.tool_route == POLICY_ROUTE:
+            request, more = await self._activate_proposed(uow, request, grant, now)
+            recorded.extend(more)
+        return request, grant, recorded
+
+    # ------------------------------------------------------------------ cancel / expire
+
+    @guarded
+    async def cancel(self, request_id: str, *, requester: str, reason: str | None = None) -> None:
+        """The requester withdraws a pending request."""
+        now = self.rt.clock.now()
+        async with self.rt.store.unit_of_work() as uow:
+            request = await uow.requests.get(request_id, for_update=True)
+            if requester != request.binding.requester:
+                raise ApprovalRefusedError(
+                    "NOT_REQUESTER", "Only the requester can cancel a request."
+                )
+            after = request.transition(RequestState.CANCELLED, at=now, reason=reason)
+            await uow.requests.replace(request, after)
+            recorded = [
+                await self._record(
+                    uow,
+                    events.cancellation(
+                        request,
+                        at=now,
+                        actor=requester,
+                        receipt_id=self.evidence.new_receipt_id(),
+                        reason=reason,
+                    ),
+                )
+            ]
+            await uow.commit()
+        await self.evidence.after_commit(recorded, now)
+        await self.rt.hub.publish(Event("request", request_id, {"state": "cancelled"}))
+        await self._seal_quietly(request_id)
+
+    @guarded
+    async def run_due(self) -> int:
+        """Expire pending requests past their deadline and close lapsed windows.
+
+        Safe on every replica at once: each change is a conditional update, so a request
+        another replica already moved is skipped. Returns how many requests changed.
+        """
+        now = self.rt.clock.now()
+        changed = 0
+        async with self.rt.store.unit_of_work(read_only=True) as uow:
+            due = [r.request_id for r in await uow.requests.due(now=now)]
+            approved = await uow.requests.find(states=[RequestState.APPROVED], limit=500)
+            lapsed = []
+            for request in approved:
+                grant = await uow.grants.for_request(request.request_id)
+                if grant is not None and grant.expires_at <= now:
+                    lapsed.append(request.request_id)
+        for request_id in due:
+            changed += await self._expire(request_id, now)
+        for request_id in lapsed:
+            changed += await self._close_window(
+                request_id, now, revoked_by=None, reason="timebox_expired"
+            )
+        await self.evidence.sync(now)
+        return changed
+
+    async def _expire(self, request_id: str, now: datetime) -> int:
+        try:
+            async with self.rt.store.unit_of_work() as uow:
+                request = await uow.requests.get(request_id, for_update=True)
+                after = expire_if_due(request, now=now)
+                if after is request:
+                    return 0
+                await uow.requests.replace(request, after)
+                recorded = [
+                    await self._record(
+                        uow,
+                        events.expiry(
+                            request,
+                            at=now,
+                            receipt_id=self.evidence.new_receipt_id(),
+                            reason="deadline passed before quorum",
+                        ),
+                    )
+                ]
+                await uow.commit()
+        except StoreError as e:
+            if e.reason_code == "STORE_CONFLICT":
+                return 0
+            raise
+        await self.evidence.after_commit(recorded, now)
+        await self.rt.hub.publish(Event("request", request_id, {"state": "expired"}))
+        await self._seal_quietly(request_id)
+        return 1
+
+    # ------------------------------------------------------------------ gate
+
+    @guarded
+    async def gate_check(
+        self,
+        *,
+        cst: str,
+        grant: Mapping[str, Any],
+        tool_route: str,
+        params: Mapping[str, Any],
+        plan_hash: str | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> GatePassed:
+        """Admit one gated call and consume its grant; any mismatch is receipted and refused."""
+        now = self.rt.clock.now()
+        try:
+            return await self._gate_check(cst, grant, tool_route, params, plan_hash, context, now)
+        except GateDeniedError as e:
+            await self._record_gate_denial(e.reason_code, grant, now)
+            raise
+        except TokenError as e:
+            await self._record_gate_denial(e.reason_code, grant, now)
+            raise GateDeniedError(e.reason_code, e.message) from e
+
+    async def _gate_check(
+        self,
+        cst: str,
+        grant: Mapping[str, Any],
+        tool_route: str,
+        params: Mapping[str, Any],
+        plan_hash: str | None,
+        context: Mapping[str, Any] | None,
+        now: datetime,
+    ) -> GatePassed:
+        claimed_job = _unverified_job_id(grant)
+        async with self.rt.store.unit_of_work() as uow:
+            policy = await self._active(uow, now)
+            steps = await uow.jobs.steps(claimed_job) if claimed_job else []
+            ctx = GateContext(
+                policy=policy,
+                keyturn_dids={self.rt.signer.did},
+                tokens=self.rt.tokens,
+                audience=self.rt.audience,
+            )
+            passed = admit(
+                ctx,
+                grant=grant,
+                cst=cst,
+                call=GateCall(
+                    tool_route,
+                    params,
+                    plan_hash=plan_hash,
+                    context=dict(context or {}),
+                    prior_routes=frozenset(s.route for s in steps),
+                ),
+                now=now,
+            )
+            if await uow.tokens.is_revoked(passed.token.token_hash_hex):
+                raise GateDeniedError("TOKEN_REVOKED", "this token has been revoked")
+            request = await uow.requests.get(passed.grant.request_id, for_update=True)
+            if request.state not in (RequestState.APPROVED,):
+                raise GateDeniedError(
+                    "REQUEST_NOT_APPROVED", f"the request is {request.state}; nothing can run"
+                )
+            await uow.grants.consume(passed.grant.grant_id, at=now)
+            after = request
+            if request.breakglass is None:
+                after = request.transition(RequestState.CONSUMED, at=now)
+                await uow.requests.replace(request, after)
+            await uow.jobs.add_step(
+                request.binding.job_id, route=tool_route, plan_hash=plan_hash, gated=True, at=now
+            )
+            recorded = [
+                await self._record(
+                    uow,
+                    events.gate_passed(
+                        request,
+                        grant=passed.grant,
+                        token=passed.token,
+                        at=now,
+                        receipt_id=self.evidence.new_receipt_id(),
+                    ),
+                )
+            ]
+            await uow.commit()
+        await self.evidence.after_commit(recorded, now)
+        await self.rt.hub.publish(Event("request", request.request_id, {"state": str(after.state)}))
+        if after.state is RequestState.CONSUMED:
+            await self._seal_quietly(request.request_id)
+        return GatePassed(
+            grant_id=passed.grant.grant_id,
+            request_id=request.request_id,
+            tool_route=tool_route,
+            payload_hash_b64u=passed.payload_hash_b64u,
+            receipt_index=recorded[0].index,
+        )
+
+    async def _record_gate_denial(self, reason_code: str, grant: object, now: datetime) -> None:
+        try:
+            async with self.rt.store.unit_of_work() as uow:
+                policy = await self._active(uow, now)
+                request = None
+                request_id = _unverified_request_id(grant)
+                if request_id is not None:
+                    try:
+                        request = await uow.requests.get(request_id)
+                    except StoreError:
+                        request = None
+                receipt = events.gate_denied(
+                    reason_code,
+                    at=now,
+                    actor="gate",
+                    policy_hash_b64u=policy.policy_hash_b64u,
+                    receipt_id=self.evidence.new_receipt_id(),
+                    request=request,
+                )
+                recorded = [await self._record(uow, receipt)]
+                await uow.commit()
+            await self.evidence.after_commit(recorded, now)
+        except Exception:
+            log.exception("could not record a gate denial (%s)", reason_code)
+
+    @guarded
+    async def admit(
+        self,
+        *,
+        cst: str,
+        job_id: str,
+        tool_route: str,
+        params: Mapping[str, Any],
+        plan_hash: str | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> Submitted:
+        """Admit an ungated call the agent is about to run, and record it in the job."""
+        now = self.rt.clock.now()
+        async with self.rt.store.unit_of_work() as uow:
+            policy = await self._active(uow, now)
+            steps = await uow.jobs.steps(job_id)
+            approved_plans = [s.plan_hash for s in steps if s.gated and s.plan_hash]
+            ctx = GateContext(
+                policy=policy,
+                keyturn_dids={self.rt.signer.did},
+                tokens=self.rt.tokens,
+                audience=self.rt.audience,
+            )
+            token = admit_ungated(
+                ctx,
+                cst=cst,
+                call=GateCall(
+                    tool_route,
+                    params,
+                    plan_hash=plan_hash,
+                    context=dict(context or {}),
+                    prior_routes=frozenset(s.route for s in steps),
+                ),
+                job_id=job_id,
+                now=now,
+                approved_plan_hash=approved_plans[-1] if approved_plans else None,
+            )
+            if await uow.tokens.is_revoked(token.token_hash_hex):
+                raise GateDeniedError("TOKEN_REVOKED", "this token has been revoked")
+            await uow.jobs.add_step(
+                job_id, route=tool_route, plan_hash=plan_hash, gated=False, at=now
+            )
+            await uow.commit()
+        return Submitted(
+            outcome="allowed",
+            reason_code="ALLOWED_BY_RULE",
+            message=f"{tool_route} is allowed without approval",
+            tool_route=tool_route,
+            payload_hash_b64u=payload_hash(params),
+            policy_hash_b64u=policy.policy_hash_b64u,
+        )
+
+    # ------------------------------------------------------------------ sealing
+
+    async def _seal_quietly(self, request_id: str) -> None:
+        try:
+            await self.seal(request_id)
+        except Exception:
+            log.exception("sealing %s failed; it will be retried on demand", request_id)
+
+    async def seal(self, request_id: str) -> Mapping[str, Any]:
+        """Seal (once) the proof bundle of a request in a final state."""
+        from bot.service.sealing import seal_request
+
+        return await seal_request(self, request_id)
+
+    async def bundle(self, request_id: str) -> Mapping[str, Any]:
+        async with self.rt.store.unit_of_work(read_only=True) as uow:
+            stored = await uow.jobs.bundle(request_id)
+        if stored is not None:
+            return stored
+        return await self.seal(request_id)
+
+    # ------------------------------------------------------------------ log
+
+    async def checkpoint(self) -> str:
+        return (await self.evidence.checkpoint_note(self.rt.clock.now()))[1]
+
+    async def inclusion_proof(self, index: int, size: int | None = None) -> Mapping[str, Any]:
+        return await self.evidence.inclusion(index, size, self.rt.clock.now())
+
+    async def consistency_proof(
+        self, old_size: int, new_size: int | None = None
+    ) -> Mapping[str, Any]:
+        return await self.evidence.consistency(old_size, new_size, self.rt.clock.now())
+
+    async def well_known(self) -> Mapping[str, Any]:
+        signer = self.rt.signer
+        from core.canonical import b64u_encode
+
+        _, note = await self.evidence.checkpoint_note(self.rt.clock.now())
+        return {
+            "service": "keyturn",
+            "did": signer.did,
+            "kid": signer.kid,
+            "public_key_b64u": b64u_encode(signer.public_key),
+            "log_origin": self.evidence.origin,
+            "checkpoint_verifier_key": self.evidence.verifier_key,
+            "checkpoint": note,
+            "token_audience": self.rt.audience,
+        }
+
+    async def readiness(self) -> Mapping[str, Any]:
+        async with self.rt.store.unit_of_work(read_only=True) as uow:
+            await uow.log.size()
+        probe = self.rt.signer.sign(b"keyturn-readiness")
+        if not verify_signature(self.rt.signer.public_key, b"keyturn-readiness", probe):
+            raise KeyturnError(
+                "SIGNER_UNAVAILABLE", "the signing key did not produce a valid signature"
+            )
+        return {"database": "ok", "signer": "ok"}
+
+    # ------------------------------------------------------------------ policy changes
+
+    async def _activate_proposed(
+        self, uow: SqlUnitOfWork, request: ApprovalRequest, grant: Grant, now: datetime
+    ) -> tuple[ApprovalRequest, list[Recorded]]:
+        """An approved ``keyturn.policy.activate`` request activates its policy at once."""
+        new_hash = request.params.get("new_policy_hash")
+        if not isinstance(new_hash, str):
+            raise PolicyError("POLICY_INVALID", "the proposal names no policy hash")
+        stored = await uow.policies.get(new_hash)
+        policy = self._load(stored.document, now)
+        if not digests_equal(policy.policy_hash_b64u, new_hash):
+            raise PolicyError("POLICY_HASH_MISMATCH", "the stored proposal does not hash as named")
+        await uow.grants.consume(grant.grant_id, at=now)
+        await uow.policies.activate(
+            new_hash, at=now, by="keyturn", note=f"approved in {request.request_id}"
+        )
+        consumed = request.transition(RequestState.CONSUMED, at=now)
+        recorded = [
+            await self._record(
+                uow,
+                events.policy_activated(
+                    policy,
+                    at=now,
+                    actor="keyturn",
+                    receipt_id=self.evidence.new_receipt_id(),
+                    previous_policy_hash_b64u=request.binding.policy_hash_b64u,
+                ),
+            )
+        ]
+        return consumed, recorded
+
+    @guarded
+    async def propose_policy(self, document: Mapping[str, Any], *, proposer: str) -> Submitted:
+        """Ask for a new policy: a request on ``keyturn.policy.activate`` under the current one."""
+        now = self.rt.clock.now()
+        new = self._load(document, now)
+        async with self.rt.store.unit_of_work() as uow:
+            current = await self._active(uow, now)
+            if new.policy_hash_b64u == current.policy_hash_b64u:
+                raise PolicyError("POLICY_UNCHANGED", "that policy is already active")
+            await uow.policies.add(new.policy_hash_b64u, dict(document), at=now, name=new.name)
+            params = {
+                "new_policy_hash": new.policy_hash_b64u,
+                "old_policy_hash": current.policy_hash_b64u,
+                "new_policy_name": new.name,
+                "diff": policy_diff(current, new),
+            }
+            job_id = new_id("j")
+            call = ToolCall(route=POLICY_ROUTE, params=params, requester=proposer)
+            decision = current.evaluate(call)
+            if decision.outcome is not Outcome.GATED:
+                raise PolicyError(
+                    "POLICY_CHANGE_NOT_GATED",
+                    f"the active policy does not gate {POLICY_ROUTE}; refusing to change it "
+                    "without approval",
+                )
+            request = open_request(
+                call,
+                decision,
+                request_id=new_id("r"),
+                job_id=job_id,
+                policy_hash_b64u=current.policy_hash_b64u,
+                now=now,
+            )
+            await uow.jobs.add(
+                job_id, agent_did=proposer, policy_hash=current.policy_hash_b64u, at=now
+            )
+            await uow.requests.add(request)
+            recorded = [
+                await self._record(
+                    uow,
+                    events.request_created(
+                        request, call, receipt_id=self.evidence.new_receipt_id()
+                    ),
+                )
+            ]
+            await uow.commit()
+        await self.evidence.after_commit(recorded, now)
+        await self.rt.hub.publish(Event("request", request.request_id, {"created": True}))
+        return Submitted(
+            outcome="gated",
+            reason_code=decision.reason_code,
+            message=decision.message,
+            tool_route=POLICY_ROUTE,
+            payload_hash_b64u=request.binding.payload_hash_b64u,
+            policy_hash_b64u=current.policy_hash_b64u,
+            request_id=request.request_id,
+            request_hash_b64u=request.request_hash_b64u,
+            expires_at=request.binding.expires_at,
+            needs=tuple(current.requirement_text(r) for r in request.requirements),
+            card_url=f"{self.rt.public_url}/requests/{request.request_id}",
+        )
+
+    # ------------------------------------------------------------------ break-glass
+
+    async def _close_window(
+        self, request_id: str, now: datetime, *, revoked_by: str | None, reason: str
+    ) -> int:
+        from bot.service.breakglass import close_window
+
+        return await close_window(self, request_id, now, revoked_by=revoked_by, reason=reason)
+
+
+def runner_scope(policy: Policy) -> list[str]:
+    """What a runner token may name: the policy's concrete routes plus asking for approval.
+
+    Glob patterns cannot be listed in a token (scopes match exactly), so a route only
+    reachable through a glob allow rule is refused at the gate: fail closed.
+    """
+    concrete = sorted({r for r in policy.tool_surface if "*" not in r})
+    return [REQUEST_SCOPE, *concrete]
+
+
+def policy_diff(old: Policy, new: Policy) -> list[str]:
+    """A short, readable diff of two policies' rules and approvals, for the card."""
+    lines: list[str] = []
+    old_rules = {r["id"]: r for r in old.payload.get("rules", [])}
+    new_rules = {r["id"]: r for r in new.payload.get("rules", [])}
+    for rule_id in sorted(set(old_rules) | set(new_rules)):
+        if rule_id not in new_rules:
+            lines.append(f"- rule {rule_id} removed")
+        elif rule_id not in old_rules:
+            lines.append(f"+ rule {rule_id} added ({new_rules[rule_id].get('effect')})")
+        elif old_rules[rule_id] != new_rules[rule_id]:
+            lines.append(f"~ rule {rule_id} changed")
+    old_approvals = old.payload.get("approvals", {})
+    new_approvals = new.payload.get("approvals", {})
+    for name in sorted(set(old_approvals) | set(new_approvals)):
+        if old_approvals.get(name) != new_approvals.get(name):
+            lines.append(f"~ approval {name} changed")
+    for key in ("groups", "token", "description", "metadata"):
+        if old.payload.get(key) != new.payload.get(key):
+            lines.append(f"~ {key} changed")
+    return lines or ["(no rule changes; metadata only)"]
+
+
+def _token_record(token: ScopedToken, *, job_id: str | None, request_id: str | None) -> TokenRecord:
+    return TokenRecord(
+        token_hash_hex=token.token_hash_hex,
+        jti=token.jti or token.token_hash_hex[:32],
+        kind=token.kind,
+        subject=token.sub,
+        job_id=job_id,
+        request_id=request_id,
+        issued_at=token.issued_at,
+        expires_at=token.expires_at,
+    )
+
+
+def _unverified_job_id(grant: object) -> str | None:
+    """The job id a presented grant *claims*, only to look up job history before verifying."""
+    payload = grant.get("payload") if isinstance(grant, Mapping) else None
+    job = payload.get("job_id") if isinstance(payload, Mapping) else None
+    return job if isinstance(job, str) and job else None
+
+
+def _unverified_request_id(grant: object) -> str | None:
+    payload = grant.get("payload") if isinstance(grant, Mapping) else None
+    rid = payload.get("request_id") if isinstance(payload, Mapping) else None
+    return rid if isinstance(rid, str) and rid else None
+
+
+def identity_from(kind: str, value: str) -> IdentityRef:
+    return IdentityRef(IdentityKind(kind), value)
+
+
+__all__ = ["POLICY_ROUTE", "Keyturn", "RequestView", "guarded"]

@@ -1,0 +1,97 @@
+"""What the application service is built from: the store, keys, directory, clock, log.
+
+``bot.bootstrap`` builds one :class:`Runtime`; the use cases in :mod:`bot.service`
+read the clock once per use case (``now = runtime.clock.now()``) and pass it down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from adapters.store import SqlStore
+from core.ports import Directory, Signer
+from core.tokens import TokenVerifier
+
+log = logging.getLogger(__name__)
+
+
+class SystemClock:
+    """The one place keyturn reads the wall clock."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+def new_id(prefix: str) -> str:
+    """``r-7f2c9a01b3e4``: short enough to read aloud, random enough not to collide."""
+    return f"{prefix}-{secrets.token_hex(6)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something people should see: a card to refresh, a receipt for the feed."""
+
+    kind: str  # "request" (card changed) | "receipt" | "checkpoint" | "breakglass_token"
+    request_id: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+Listener = Callable[[Event], Awaitable[None]]
+
+
+class Hub:
+    """In-process fan-out of events to the surfaces (chat adapters, web console).
+
+    Listeners run after the unit of work committed; a failing listener is logged and
+    never undoes or blocks the use case (the outbox retries chat deliveries).
+    """
+
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+        self._waiters: dict[str, set[asyncio.Event]] = {}
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    async def publish(self, event: Event) -> None:
+        if event.request_id is not None:
+            for waiter in self._waiters.pop(event.request_id, set()):
+                waiter.set()
+        for listener in list(self._listeners):
+            try:
+                await listener(event)
+            except Exception:
+                log.exception("event listener failed for %s", event.kind)
+
+    def waiter(self, request_id: str) -> asyncio.Event:
+        """An event set the next time ``request_id`` changes in this process."""
+        waiter = asyncio.Event()
+        self._waiters.setdefault(request_id, set()).add(waiter)
+        return waiter
+
+    def forget(self, request_id: str, waiter: asyncio.Event) -> None:
+        waiters = self._waiters.get(request_id)
+        if waiters is not None:
+            waiters.discard(waiter)
+            if not waiters:
+                self._waiters.pop(request_id, None)
+
+
+@dataclass
+class Runtime:
+    store: SqlStore
+    signer: Signer
+    directory: Directory
+    clock: Any  # core.ports.Clock
+    tokens: TokenVerifier
+    audience: str
+    public_url: str
+    runner_ttl_seconds: int = 900
+    challenge_ttl_seconds: int = 120
+    hub: Hub = field(default_factory=Hub)

@@ -1,0 +1,134 @@
+"""keyturn's one settings object: a TOML file plus ``KEYTURN_*`` environment variables.
+
+Loaded once at start-up by :func:`load_settings`. A missing or invalid value stops
+start-up with a message that names the setting; secrets are ``SecretStr`` so neither
+``repr`` nor a traceback shows them. Environment variables win over the file (nested
+values use ``__``: ``KEYTURN_ENTRA__CLIENT_SECRET``).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from core.errors import ConfigError
+
+
+class ServerSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8420, ge=0, le=65535)
+    #: How people and agents reach this server (links on cards); defaults to host:port.
+    public_url: str | None = None
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024, le=16 * 1024 * 1024)
+    long_poll_max_seconds: float = Field(default=30.0, gt=0, le=120)
+
+
+class LogSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    #: C2SP checkpoint origin: a schema-less URL-ish name, no spaces or '+'.
+    origin: str = "keyturn/local"
+    checkpoint_every_entries: int = Field(default=100, ge=1, le=100_000)
+    checkpoint_every_seconds: float = Field(default=60.0, gt=0, le=86_400)
+
+    @field_validator("origin")
+    @classmethod
+    def _origin(cls, value: str) -> str:
+        if not value or any(c.isspace() or c == "+" for c in value):
+            raise ValueError("log origin must be non-empty with no spaces or '+'")
+        return value
+
+
+class TokenSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    audience: str = "keyturn"
+    runner_ttl_seconds: int = Field(default=900, ge=60, le=86_400)
+    #: Proof-of-possession challenges for POST /v1/jobs are valid this long.
+    challenge_ttl_seconds: int = Field(default=120, ge=10, le=600)
+
+
+class KeyturnSettings(BaseSettings):
+    """Everything keyturn reads from its environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KEYTURN_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    #: Where the embedded default keeps its SQLite file, keys and generated files.
+    data_dir: Path = Path("keyturn-data")
+    #: SQLAlchemy URL; default: SQLite in ``data_dir``. PostgreSQL for several replicas.
+    database_url: str | None = None
+    #: keyturn's Ed25519 key (PKCS#8 PEM, mode 0600); default ``data_dir/keys/keyturn.pem``.
+    signing_key_file: Path | None = None
+    #: The WPC installed at set-up time (signed envelope, or bare payload in demo mode).
+    policy_file: Path | None = None
+    #: did:key identities allowed to sign policies.
+    trusted_policy_issuers: list[str] = Field(default_factory=list)
+    #: Static YAML directory (people and groups); used when no Entra tenant is configured.
+    directory_file: Path | None = None
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    tokens: TokenSettings = Field(default_factory=TokenSettings)
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'keyturn.db').resolve()}"
+
+    @property
+    def resolved_signing_key_file(self) -> Path:
+        return self.signing_key_file or self.data_dir / "keys" / "keyturn.pem"
+
+    @property
+    def public_url(self) -> str:
+        if self.server.public_url:
+            return self.server.public_url.rstrip("/")
+        return f"http://{self.server.host}:{self.server.port}"
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> KeyturnSettings:
+    """Settings from ``overrides``, then ``KEYTURN_*`` variables, then the TOML file.
+
+    Raises:
+        ConfigError: ``CONFIG_INVALID`` naming the first bad setting, or
+            ``CONFIG_MISSING`` when the named file does not exist.
+    """
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError("CONFIG_MISSING", f"configuration file {config_file} not found")
+
+    class _Sourced(KeyturnSettings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            if config_file is None:
+                return (init_settings, env_settings)
+            toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file)
+            return (init_settings, env_settings, toml)
+
+    try:
+        return _Sourced(**overrides)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise ConfigError("CONFIG_INVALID", f"setting {where}: {first['msg']}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError("CONFIG_INVALID", f"{config_file}: {e}") from e
