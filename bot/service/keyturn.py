@@ -1050,6 +1050,55 @@ class Keyturn:
 
     # ------------------------------------------------------------------ break-glass
 
+    @guarded
+    async def request_breakglass(
+        self,
+        requester: IdentityRef,
+        *,
+        route: str,
+        params: Mapping[str, Any],
+        duration_seconds: int,
+        reason: str,
+        ticket: str | None = None,
+        rollback_steps: Sequence[str] = (),
+    ) -> Submitted:
+        from bot.service import breakglass
+
+        return await breakglass.request_breakglass(
+            self,
+            requester,
+            route=route,
+            params=params,
+            duration_seconds=duration_seconds,
+            reason=reason,
+            ticket=ticket,
+            rollback_steps=rollback_steps,
+        )
+
+    @guarded
+    async def breakglass_token(self, request_id: str, requester: IdentityRef) -> Any:
+        from bot.service import breakglass
+
+        return await breakglass.breakglass_token(self, request_id, requester)
+
+    @guarded
+    async def revoke_breakglass(
+        self, request_id: str, by: IdentityRef, *, reason: str = "kill switch"
+    ) -> None:
+        from bot.service import breakglass
+
+        await breakglass.revoke(self, request_id, by, reason=reason)
+
+    @guarded
+    async def rollback_step_done(self, request_id: str, step_index: int, by: IdentityRef) -> None:
+        from bot.service import breakglass
+
+        await breakglass.rollback_step_done(self, request_id, step_index, by)
+
+    async def resolve(self, identity: IdentityRef) -> Resolution:
+        """Who a chat or console identity is (directory lookup)."""
+        return await self.rt.directory.resolve(identity, now=self.rt.clock.now())
+
     async def _close_window(
         self, request_id: str, now: datetime, *, revoked_by: str | None, reason: str
     ) -> int:
