@@ -64,6 +64,29 @@ class Grant:
         if not self.approvals:
             raise ValueError("a grant without approvals grants nothing")
 
+    @classmethod
+    def from_payload(cls, p: Mapping[str, Any], *, envelope: Mapping[str, Any]) -> Grant:
+        """Rebuild a grant from its envelope's payload (no verification here).
+
+        Raises:
+            KeyError, TypeError, ValueError: a missing or malformed field.
+        """
+        return cls(
+            grant_id=p["grant_id"],
+            request_id=p["request_id"],
+            request_hash_b64u=p["request_hash_b64u"],
+            job_id=p["job_id"],
+            policy_hash_b64u=p["policy_hash_b64u"],
+            tool_route=p["tool_route"],
+            payload_hash_b64u=p["payload_hash_b64u"],
+            approvals=tuple(p["approvals"]),
+            issued_at=parse_iso(p["issued_at"]),
+            expires_at=parse_iso(p["expires_at"]),
+            plan_hash=p.get("plan_hash"),
+            cst_scope_hash_b64u=p.get("cst_scope_hash_b64u"),
+            envelope=envelope,
+        )
+
     def to_payload(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "grant_version": "1",
@@ -159,22 +182,7 @@ def verify_grant(unverified: object, *, trusted_signers: Collection[str], now: d
         if e.reason_code == "EXPIRED_TTL":
             raise GateDeniedError("GRANT_EXPIRED", "the grant has expired") from e
         raise GateDeniedError("GRANT_INVALID", f"the grant does not verify: {e.message}") from e
-    p = verified.payload
-    grant = Grant(
-        grant_id=p["grant_id"],
-        request_id=p["request_id"],
-        request_hash_b64u=p["request_hash_b64u"],
-        job_id=p["job_id"],
-        policy_hash_b64u=p["policy_hash_b64u"],
-        tool_route=p["tool_route"],
-        payload_hash_b64u=p["payload_hash_b64u"],
-        approvals=tuple(p["approvals"]),
-        issued_at=parse_iso(p["issued_at"]),
-        expires_at=parse_iso(p["expires_at"]),
-        plan_hash=p.get("plan_hash"),
-        cst_scope_hash_b64u=p.get("cst_scope_hash_b64u"),
-        envelope=verified.raw,
-    )
+    grant = Grant.from_payload(verified.payload, envelope=verified.raw)
     if verified.expires_at != grant.expires_at:
         raise GateDeniedError("GRANT_INVALID", "grant expiry disagrees with its envelope")
     if grant.expires_at <= require_aware(now):

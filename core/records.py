@@ -161,21 +161,6 @@ def grant_to_record(grant: Grant) -> dict[str, Any]:
 def grant_from_record(record: Mapping[str, Any]) -> Grant:
     """Rebuild a grant from its stored envelope (the gate verifies it again on use)."""
     try:
-        p = record["payload"]
-        return Grant(
-            grant_id=p["grant_id"],
-            request_id=p["request_id"],
-            request_hash_b64u=p["request_hash_b64u"],
-            job_id=p["job_id"],
-            policy_hash_b64u=p["policy_hash_b64u"],
-            tool_route=p["tool_route"],
-            payload_hash_b64u=p["payload_hash_b64u"],
-            approvals=tuple(p["approvals"]),
-            issued_at=parse_iso(p["issued_at"]),
-            expires_at=parse_iso(p["expires_at"]),
-            plan_hash=p.get("plan_hash"),
-            cst_scope_hash_b64u=p.get("cst_scope_hash_b64u"),
-            envelope=record,
-        )
+        return Grant.from_payload(record["payload"], envelope=record)
     except (KeyError, TypeError, ValueError) as e:
         raise StoreError("RECORD_CORRUPT", f"stored grant record is invalid: {e}") from e
