@@ -209,6 +209,23 @@ def _mask_nested(
     return out
 
 
+def exact_payload(params: Mapping[str, Any], sensitive: frozenset[str]) -> str:
+    """The canonical (JCS key order) JSON that was hashed, for "Show exact payload".
+
+    Values the policy marks sensitive are replaced by their mask even here: chat is not
+    the place for them. Without sensitive values anyone can recompute the payload hash
+    from this text; with them, the proof bundle (which keeps the exact parameters)
+    is where the hash is recomputed, and the text says so.
+    """
+    ordered = json.loads(canonical.jcs(dict(params)))
+    if sensitive:
+        ordered = _mask_nested(ordered, "", frozenset(f".{p}" for p in sensitive))
+    text = json.dumps(ordered, ensure_ascii=False, indent=2)
+    if sensitive:
+        text += "\n(sensitive values masked; the payload hash covers their real values)"
+    return text
+
+
 def _group_names(keys: Sequence[str], groups: Mapping[str, Group]) -> str:
     return ", ".join(groups[k].display_name if k in groups else k for k in keys)
 
@@ -248,9 +265,7 @@ def build_card(
         window = f"{minutes} minutes from approval"
         if request.state is RequestState.APPROVED and grant_expires_at is not None:
             window = f"Window open until {hhmm(grant_expires_at)} UTC"
-    exact = json.dumps(
-        json.loads(canonical.jcs(dict(request.params))), ensure_ascii=False, indent=2
-    )
+    exact = exact_payload(request.params, request.sensitive_params)
     return Card(
         request_id=request.request_id,
         route=b.tool_route,

@@ -99,3 +99,12 @@ def test_time_left_in_the_readers_terms() -> None:
     assert time_left(T0 + timedelta(seconds=30), T0) == "in 30 s"
     assert time_left(T0 + timedelta(hours=2, minutes=5), T0) == "in 2 h 5 min"
     assert time_left(T0, T0) == "passed"
+
+
+def test_exact_payload_masks_sensitive_values_too() -> None:
+    from core.cards import exact_payload
+
+    text = exact_payload({"to_account": "DE89", "amount_usd": 5}, frozenset({"to_account"}))
+    assert "DE89" not in text and "••••" in text and "masked" in text
+    plain = exact_payload({"b": 1, "a": 2}, frozenset())
+    assert plain.index('"a"') < plain.index('"b"') and "masked" not in plain
