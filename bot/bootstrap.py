@@ -100,12 +100,19 @@ async def build(
         )
         await evidence.start(clock.now())
         service = Keyturn(runtime, evidence, trusted_issuers=settings.trusted_policy_issuers)
-        if settings.policy_file is not None:
+        if settings.policy_file is not None and not await _has_policy(store):
+            # Only the first policy is installed from the file; later ones are proposed
+            # and approved, so the file no longer decides once a change went through.
             await service.install_policy(_read_json(settings.policy_file), actor="keyturn-setup")
     except BaseException:
         await store.close()
         raise
     return App(settings=settings, service=service, store=store)
+
+
+async def _has_policy(store: SqlStore) -> bool:
+    async with store.unit_of_work(read_only=True) as uow:
+        return await uow.policies.active() is not None
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -31,6 +31,8 @@ COMMAND_MODULES: list[str] = [
     "bot.cli_verify",
     "bot.cli_db",
     "bot.cli_serve",
+    "bot.cli_breakglass",
+    "bot.cli_mcp",
 ]
 
 EXIT_OK = 0

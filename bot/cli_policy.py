@@ -3,6 +3,8 @@
 * ``keyturn policy hash FILE`` prints the policy's ``policy_hash_b64u``.
 * ``keyturn policy check FILE --call JSON [--json]`` says what the policy decides
   for one exact call, and why.
+* ``keyturn policy sign`` and ``keyturn policy propose`` change the policy
+  (:mod:`bot.cli_policy_change`).
 
 FILE is a bare policy payload or a signed WPC envelope (``-`` reads stdin). An
 envelope is always verified; without ``--trust`` its signer must be the payload's
@@ -43,7 +45,7 @@ def register(subparsers: Any) -> None:
     """Add the ``policy`` command group."""
     policy = subparsers.add_parser(
         "policy",
-        help="hash a WPC or check what it decides for a call",
+        help="hash, check, sign or propose a Work Policy Contract",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -71,6 +73,10 @@ def register(subparsers: Any) -> None:
     check.add_argument("--call", required=True, metavar="JSON", help=CALL_HELP)
     check.add_argument("--json", action="store_true", help="print the decision as JSON")
     check.set_defaults(handler=run_check)
+
+    from bot.cli_policy_change import add_commands
+
+    add_commands(commands)
 
 
 def _document_args(parser: argparse.ArgumentParser) -> None:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bot.logging_setup import configure_logging
 from bot.settings import KeyturnSettings, load_settings
 from core.canonical import b64u_encode
 from core.errors import KeyturnError
@@ -17,6 +18,7 @@ from core.errors import KeyturnError
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = subparsers.add_parser("serve", help="run keyturn's server (agent API, scheduler)")
     serve.add_argument("--config", type=Path, help="TOML configuration file")
+    _log_format_arg(serve, "json")
     serve.set_defaults(handler=_serve)
 
     demo = subparsers.add_parser(
@@ -33,6 +35,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     demo.add_argument("--scripted", action="store_true", help="run the story, then exit 0/1")
     demo.add_argument("--out", type=Path, help="write bundles, checkpoint and DID document here")
     demo.add_argument("--fresh", action="store_true", help="delete the data directory first")
+    _log_format_arg(demo, "kv")
     demo.set_defaults(handler=_demo)
 
     log = subparsers.add_parser("log", help="the receipt log")
@@ -54,15 +57,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add.set_defaults(handler=_agents_add)
 
 
-def _logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+def _log_format_arg(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument(
+        "--log-format",
+        choices=("json", "kv"),
+        default=default,
+        help=f"application log on stderr: JSON lines or key=value (default {default})",
+    )
 
 
 def _serve(args: argparse.Namespace) -> int:
     from bot.bootstrap import running
     from bot.server import serve
 
-    _logging()
+    configure_logging(fmt=args.log_format)
     settings = load_settings(args.config)
 
     async def main() -> None:
@@ -77,6 +85,7 @@ def _demo(args: argparse.Namespace) -> int:
     from bot import demo
     from bot.server import serve
 
+    configure_logging(fmt=args.log_format, level=logging.WARNING if args.scripted else logging.INFO)
     if args.fresh:
         demo.reset(args.data_dir)
 
@@ -93,7 +102,11 @@ def _demo(args: argparse.Namespace) -> int:
             story.say("\nThe two-person rule held at every step.")
             if args.scripted:
                 return 0
-            await serve(app, ready=lambda url: _show(story, url, app.settings))
+            await serve(
+                app,
+                console=demo.console_options(app),
+                ready=lambda url: _show(story, url, app.settings),
+            )
             return 0
         finally:
             await app.close()
@@ -103,7 +116,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _show(story: Any, url: str, settings: KeyturnSettings) -> None:
     story.say(
-        f"\nkeyturn is serving the agent API on {url} (Ctrl-C to stop). Try:\n"
+        f"\nOpen the web console: {url}/  (sign in as Alice, Bob, Carol, Dan or Mallory;\n"
+        f"submit a test call or a break-glass request, approve it as two other people).\n"
+        f"keyturn also serves the agent API there (Ctrl-C to stop). Try:\n"
         f"  curl -s {url}/.well-known/keyturn\n"
         f"  curl -s {url}/v1/log/checkpoint\n"
         f"  curl -s {url}/openapi.json\n"

@@ -126,6 +126,7 @@ async def request_breakglass(
         ]
         await uow.commit()
     await kt.evidence.after_commit(recorded, now)
+    kt.rt.observe("pending")
     await kt.rt.hub.publish(
         Event("request", request.request_id, {"created": True, "breakglass": True})
     )
@@ -302,6 +303,7 @@ async def close_window(
             return 0
         raise
     await kt.evidence.after_commit(recorded, now)
+    kt.rt.observe(str(after.state))
     data: dict[str, Any] = {"state": str(after.state), "closed_at": to_iso(now)}
     if request.breakglass is not None:
         data["rollback_steps"] = list(request.breakglass.rollback_steps)

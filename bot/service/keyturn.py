@@ -17,7 +17,7 @@ import contextlib
 import functools
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
@@ -53,6 +53,7 @@ from core.policy import Outcome, Policy, ToolCall, load_policy_document
 from core.quorum import ApproverDecision, Verdict, apply, expire_if_due, judge, progress
 from core.records import TokenRecord
 from core.requests import ApprovalRequest, RequestState, open_request, payload_hash
+from core.times import to_iso
 from core.tokens import ScopedToken, mint_cst, token_scope_hash
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ REQUEST_SCOPE = "keyturn.request"
 CHALLENGE_PREFIX = "keyturn-job-v1\n"
 
 
-def guarded(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+def guarded(fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
     """Any unexpected exception in a use case becomes a refusal, logged with its trace."""
 
     @functools.wraps(fn)
@@ -104,6 +105,8 @@ class Keyturn:
         self.evidence = evidence
         self.trusted_issuers = tuple(trusted_issuers)
         self._policies: dict[str, Policy] = {}
+        # request id → when approvers were last reminded (in this process only).
+        self._reminded: dict[str, datetime] = {}
 
     # ------------------------------------------------------------------ policies
 
@@ -294,7 +297,7 @@ class Keyturn:
             )
             decision = policy.evaluate(call)
             digest = payload_hash(params)
-            base = {
+            base: dict[str, Any] = {
                 "reason_code": decision.reason_code,
                 "message": decision.message,
                 "tool_route": tool_route,
@@ -353,6 +356,7 @@ class Keyturn:
                 )
         await self.evidence.after_commit(recorded, now)
         if result.request_id:
+            self.rt.observe("pending")
             await self.rt.hub.publish(Event("request", result.request_id, {"created": True}))
         return result
 
@@ -565,6 +569,7 @@ class Keyturn:
                     await uow.requests.replace(approved, after)
             await uow.commit()
         await self.evidence.after_commit(recorded, now)
+        self._observe_decision(request, after, now)
         await self.rt.hub.publish(Event("request", request_id, {"state": str(after.state)}))
         if after.state in (RequestState.DENIED, RequestState.CONSUMED):
             await self._seal_quietly(request_id)
@@ -580,6 +585,19 @@ class Keyturn:
             grant_id=grant.grant_id if grant else None,
             receipt_index=recorded[0].index,
         )
+
+    def _observe_decision(
+        self, before: ApprovalRequest, after: ApprovalRequest, now: datetime
+    ) -> None:
+        """Count the transition a click caused, and how long people took to decide."""
+        if after.state is before.state:
+            return
+        # An approved policy change is activated (consumed) in the same click.
+        decided = RequestState.APPROVED if after.state is RequestState.CONSUMED else after.state
+        waited = (now - before.binding.created_at).total_seconds()
+        self.rt.observe(str(decided), decision_seconds=waited)
+        if after.state is not decided:
+            self.rt.observe(str(after.state))
 
     async def _resolve(
         self, identity: IdentityRef, now: datetime, request: ApprovalRequest
@@ -662,15 +680,17 @@ class Keyturn:
             ]
             await uow.commit()
         await self.evidence.after_commit(recorded, now)
+        self.rt.observe("cancelled")
         await self.rt.hub.publish(Event("request", request_id, {"state": "cancelled"}))
         await self._seal_quietly(request_id)
 
     @guarded
     async def run_due(self) -> int:
-        """Expire pending requests past their deadline and close lapsed windows.
+        """Expire pending requests past their deadline, close lapsed windows, remind.
 
         Safe on every replica at once: each change is a conditional update, so a request
         another replica already moved is skipped. Returns how many requests changed.
+        Reminders (:meth:`_remind`) change nothing and are not counted.
         """
         now = self.rt.clock.now()
         changed = 0
@@ -688,8 +708,49 @@ class Keyturn:
             changed += await self._close_window(
                 request_id, now, revoked_by=None, reason="timebox_expired"
             )
+        await self._remind(now)
         await self.evidence.sync(now)
         return changed
+
+    async def _remind(self, now: datetime) -> None:
+        """Re-notify approvers of pending requests at the policy's ``reminder_every_seconds``.
+
+        Publishes ``Event("reminder", request_id, {...})`` for the surfaces to re-post.
+        When the last reminder went out is kept in this process's memory only: after a
+        restart the first reminder is counted from the request's creation again, and
+        each replica running the scheduler reminds on its own. A reminder is a nudge,
+        not a decision, so a duplicate is harmless and nothing is receipted.
+        """
+        async with self.rt.store.unit_of_work(read_only=True) as uow:
+            pending = await uow.requests.find(states=[RequestState.PENDING], limit=500)
+            due: list[tuple[ApprovalRequest, list[ApproverDecision]]] = []
+            for request in pending:
+                every = [r.reminder_every_seconds or 0 for r in request.requirements]
+                every = [seconds for seconds in every if seconds > 0]
+                if not every:
+                    continue
+                last = self._reminded.get(request.request_id, request.binding.created_at)
+                if now - last >= timedelta(seconds=min(every)) and now < request.binding.expires_at:
+                    due.append((request, list(await uow.decisions.for_request(request.request_id))))
+        still_pending = {r.request_id for r in pending}
+        for request_id in [r for r in self._reminded if r not in still_pending]:
+            del self._reminded[request_id]
+        for request, decisions in due:
+            self._reminded[request.request_id] = now
+            prog = progress(request, decisions)
+            await self.rt.hub.publish(
+                Event(
+                    "reminder",
+                    request.request_id,
+                    {
+                        "tool_route": request.binding.tool_route,
+                        "waiting_seconds": int((now - request.binding.created_at).total_seconds()),
+                        "expires_at": to_iso(request.binding.expires_at),
+                        "approvals": prog.approvals,
+                        "needed": prog.needed,
+                    },
+                )
+            )
 
     async def _expire(self, request_id: str, now: datetime) -> int:
         try:
@@ -716,6 +777,7 @@ class Keyturn:
                 return 0
             raise
         await self.evidence.after_commit(recorded, now)
+        self.rt.observe("expired")
         await self.rt.hub.publish(Event("request", request_id, {"state": "expired"}))
         await self._seal_quietly(request_id)
         return 1
@@ -806,6 +868,8 @@ class Keyturn:
             ]
             await uow.commit()
         await self.evidence.after_commit(recorded, now)
+        if after.state is not request.state:
+            self.rt.observe(str(after.state))
         await self.rt.hub.publish(Event("request", request.request_id, {"state": str(after.state)}))
         if after.state is RequestState.CONSUMED:
             await self._seal_quietly(request.request_id)
@@ -1033,6 +1097,7 @@ class Keyturn:
             ]
             await uow.commit()
         await self.evidence.after_commit(recorded, now)
+        self.rt.observe("pending")
         await self.rt.hub.publish(Event("request", request.request_id, {"created": True}))
         return Submitted(
             outcome="gated",

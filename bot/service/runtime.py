@@ -12,7 +12,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from adapters.store import SqlStore
 from core.ports import Directory, Signer
@@ -83,6 +83,14 @@ class Hub:
                 self._waiters.pop(request_id, None)
 
 
+class ServiceMetrics(Protocol):
+    """What the use cases report (``adapters.http.Metrics`` is one)."""
+
+    def observe_state(self, state: str) -> None: ...
+
+    def observe_decision_latency(self, seconds: float) -> None: ...
+
+
 @dataclass
 class Runtime:
     store: SqlStore
@@ -95,3 +103,16 @@ class Runtime:
     runner_ttl_seconds: int = 900
     challenge_ttl_seconds: int = 120
     hub: Hub = field(default_factory=Hub)
+    #: Where request transitions and decision latency are counted (None: nowhere).
+    metrics: ServiceMetrics | None = None
+
+    def observe(self, state: str, *, decision_seconds: float | None = None) -> None:
+        """Count a request entering ``state``; metrics never break a use case."""
+        if self.metrics is None:
+            return
+        try:
+            self.metrics.observe_state(state)
+            if decision_seconds is not None:
+                self.metrics.observe_decision_latency(decision_seconds)
+        except Exception:
+            log.exception("recording metrics failed")
