@@ -97,6 +97,30 @@ async def start(data_dir: Path, **server: Any) -> App:
     return app
 
 
+DEMO_PEOPLE = (
+    ("alice", "Alice Chen"),
+    ("bob", "Bob Li"),
+    ("carol", "Carol Diaz"),
+    ("dan", "Dan Ortiz"),
+    ("mallory", "Mallory Outsider"),
+)
+
+
+def console_options(app: App) -> Any:
+    """Sign-in list and test-call submitter for the demo console (the demo agent's key)."""
+    from bot.server import ConsoleOptions
+
+    agent = FileSigner.load(app.settings.data_dir / "keys" / "demo-agent.pem").key
+
+    async def submit_test_call(route: str, params: Any) -> Any:
+        job = await _start_job(app.service, agent)
+        return await app.service.submit(
+            cst=job.runner_token, job_id=job.job_id, tool_route=route, params=dict(params)
+        )
+
+    return ConsoleOptions(people=DEMO_PEOPLE, submit_test_call=submit_test_call)
+
+
 def person(object_id: str) -> IdentityRef:
     return IdentityRef(IdentityKind.OBJECT_ID, object_id)
 

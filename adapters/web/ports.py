@@ -1,0 +1,129 @@
+"""What the web console needs from keyturn's application service.
+
+The console never imports ``bot``: ``bot/`` hands it the real service, which fits
+:class:`ConsoleService` structurally. Only the calls listed here are made; policy,
+eligibility and quorum are decided by the service, never by the console.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from core.cards import Card
+from core.grants import Grant
+from core.identity import IdentityRef, Resolution
+from core.outcomes import DecisionRecorded, Submitted
+from core.policy import Policy
+from core.quorum import ApproverDecision, Verdict
+from core.requests import ApprovalRequest, RequestState
+
+
+class RequestViewLike(Protocol):
+    """A request with everything needed to draw it (``bot.service.RequestView``)."""
+
+    @property
+    def request(self) -> ApprovalRequest: ...
+
+    @property
+    def decisions(self) -> Sequence[ApproverDecision]: ...
+
+    @property
+    def policy(self) -> Policy: ...
+
+    @property
+    def grant(self) -> Grant | None: ...
+
+    @property
+    def card(self) -> Card: ...
+
+
+class EventLike(Protocol):
+    """One event of the service's in-process hub (``bot.service.runtime.Event``)."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def request_id(self) -> str | None: ...
+
+    @property
+    def data(self) -> dict[str, Any]: ...
+
+
+Listener = Callable[[EventLike], Awaitable[None]]
+
+
+class HubLike(Protocol):
+    def subscribe(self, listener: Listener) -> None: ...
+
+
+class RuntimeLike(Protocol):
+    @property
+    def hub(self) -> HubLike: ...
+
+
+class BreakglassTokenLike(Protocol):
+    """A break-glass token for its requester; ``token`` is a secret shown once."""
+
+    @property
+    def token(self) -> str: ...
+
+    @property
+    def expires_at(self) -> datetime: ...
+
+    @property
+    def window_closes_at(self) -> datetime: ...
+
+
+class ConsoleService(Protocol):
+    """The use cases the console calls (``bot.service.keyturn.Keyturn``)."""
+
+    @property
+    def rt(self) -> RuntimeLike: ...
+
+    async def list_requests(
+        self, *, states: Sequence[RequestState] | None = None, limit: int = 50
+    ) -> Sequence[RequestViewLike]: ...
+
+    async def view(self, request_id: str) -> RequestViewLike: ...
+
+    async def decide(
+        self,
+        request_id: str,
+        identity: IdentityRef,
+        verdict: Verdict,
+        *,
+        platform: str,
+        reason: str | None = None,
+        typed_confirmation: str | None = None,
+    ) -> DecisionRecorded: ...
+
+    async def request_breakglass(
+        self,
+        requester: IdentityRef,
+        *,
+        route: str,
+        params: Mapping[str, Any],
+        duration_seconds: int,
+        reason: str,
+        ticket: str | None = None,
+        rollback_steps: Sequence[str] = (),
+    ) -> Submitted: ...
+
+    async def breakglass_token(self, request_id: str, requester: IdentityRef) -> Any: ...
+
+    async def revoke_breakglass(
+        self, request_id: str, by: IdentityRef, *, reason: str = "kill switch"
+    ) -> None: ...
+
+    async def resolve(self, identity: IdentityRef) -> Resolution: ...
+
+    async def bundle(self, request_id: str) -> Mapping[str, Any]: ...
+
+    async def checkpoint(self) -> str: ...
+
+
+SubmitTestCall = Callable[[str, Mapping[str, Any]], Awaitable[Submitted]]
+"""Submit one call as the demo agent (``bot/`` implements it with the agent's key)."""
