@@ -1,0 +1,349 @@
+"""The Bolt ``AsyncApp``: approve/deny clicks, modals and ``/breakglass``.
+
+Every listener acknowledges first (Slack's 3-second window) and then works: with
+``process_before_response=False`` Bolt answers HTTP 200 at ``ack()`` and the listener
+goes on. Modals are opened right after ``ack()`` because a ``trigger_id`` lives about
+3 seconds [A.3].
+
+A click is trusted only as far as Slack's signature on it (Bolt's request verification,
+always on, 5-minute window): the clicker is ``body.user.id`` of the signed payload,
+turned into a directory identity by the email on their Slack profile (``users.info``).
+Refusals go back as an ephemeral message with the service's own words; nothing is
+recorded. A Slack retry (``X-Slack-Retry-Num``) of a click already counted is a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.slack import blocks as bk
+from adapters.slack.commands import (
+    HELP,
+    USAGE,
+    BreakglassAsk,
+    BreakglassHelp,
+    BreakglassList,
+    BreakglassRevoke,
+    BreakglassTokenAsk,
+    parse_breakglass,
+)
+from adapters.slack.ports import KeyturnService
+from adapters.slack.settings import SlackSettings
+from core.cards import time_left
+from core.errors import ApprovalRefusedError, ConfigError, DirectoryError, KeyturnError, PolicyError
+from core.identity import IdentityKind, IdentityRef
+from core.quorum import Verdict
+from core.requests import RequestState
+
+log = logging.getLogger(__name__)
+
+COMMAND = "/breakglass"
+PLATFORM = "slack"
+
+
+def _is_retry(request: Any) -> bool:
+    headers: Mapping[str, Any] = getattr(request, "headers", {}) or {}
+    value = headers.get("x-slack-retry-num")
+    return bool(value)
+
+
+class SlackIdentities:
+    """Slack user → directory identity, through the email on the Slack profile [A.8]."""
+
+    def __init__(self, client: AsyncWebClient, workspace_id: str) -> None:
+        self._client = client
+        self._workspace_id = workspace_id
+
+    async def identify(self, user_id: str, team_id: str | None) -> IdentityRef:
+        """Raises:
+        ApprovalRefusedError: ``SLACK_WORKSPACE_UNKNOWN``, ``SLACK_ACCOUNT_NOT_ELIGIBLE``,
+            ``SLACK_EMAIL_MISSING``.
+        DirectoryError: ``DIRECTORY_UNAVAILABLE`` when Slack cannot say who this is.
+        """
+        if team_id != self._workspace_id:
+            raise ApprovalRefusedError(
+                "SLACK_WORKSPACE_UNKNOWN",
+                "This Slack workspace is not the one keyturn serves, so nothing was recorded.",
+            )
+        try:
+            found = await self._client.users_info(user=user_id)
+        except SlackApiError as e:
+            raise DirectoryError(
+                "DIRECTORY_UNAVAILABLE",
+                "Slack could not tell keyturn who you are right now, so nothing was recorded. "
+                "Try again in a minute.",
+            ) from e
+        user = found.get("user") or {}
+        if user.get("deleted") or user.get("is_bot") or user.get("is_app_user"):
+            raise ApprovalRefusedError(
+                "SLACK_ACCOUNT_NOT_ELIGIBLE", "This Slack account cannot act on keyturn requests."
+            )
+        if user.get("is_restricted") or user.get("is_ultra_restricted"):
+            raise ApprovalRefusedError(
+                "SLACK_ACCOUNT_NOT_ELIGIBLE",
+                "Guest accounts in Slack cannot act on keyturn requests.",
+            )
+        email = (user.get("profile") or {}).get("email")
+        if not isinstance(email, str) or "@" not in email:
+            raise ApprovalRefusedError(
+                "SLACK_EMAIL_MISSING",
+                "keyturn cannot read an email on your Slack profile, so it cannot match you "
+                "to the directory; nothing was recorded.",
+            )
+        return IdentityRef(IdentityKind.EMAIL, email)
+
+
+def build_slack_app(
+    service: KeyturnService, *, settings: SlackSettings, client: AsyncWebClient | None = None
+) -> AsyncApp:
+    """The Bolt app with keyturn's listeners.
+
+    Raises:
+        ConfigError: ``CONFIG_MISSING`` without a signing secret (unsigned requests
+            would be accepted otherwise) or without a bot token.
+    """
+    secret = settings.signing_secret.get_secret_value()
+    token = settings.bot_token.get_secret_value()
+    if not secret.strip():
+        raise ConfigError(
+            "CONFIG_MISSING",
+            "Slack needs its signing secret (slack.signing_secret); keyturn will not accept "
+            "unsigned Slack requests",
+        )
+    if not token.strip():
+        raise ConfigError("CONFIG_MISSING", "Slack needs the bot token (slack.bot_token)")
+    web = client or AsyncWebClient(token=token)
+    # slack_sdk logs response_url bodies at DEBUG, and a break-glass token travels in one
+    # (``/breakglass token``): keep that one logger above DEBUG so no token is logged.
+    webhook_log = logging.getLogger("slack_sdk.webhook.async_client")
+    if webhook_log.getEffectiveLevel() < logging.INFO:
+        webhook_log.setLevel(logging.INFO)
+    app = AsyncApp(
+        signing_secret=secret,
+        client=web,
+        request_verification_enabled=True,
+        process_before_response=False,
+        logger=logging.getLogger("slack_bolt.keyturn"),
+    )
+    who = SlackIdentities(web, settings.workspace_id)
+
+    async def ephemeral(channel: str | None, user: str, text: str) -> None:
+        try:
+            if channel:
+                await web.chat_postEphemeral(channel=channel, user=user, text=text)
+            else:
+                await web.chat_postMessage(channel=user, text=text)
+        except SlackApiError as e:
+            log.warning("could not tell a Slack user about a refusal: %s", e.response.get("error"))
+
+    async def decide(
+        body: Mapping[str, Any],
+        request_id: str,
+        verdict: Verdict,
+        *,
+        channel: str | None,
+        retry: bool,
+        reason: str | None = None,
+        typed: str | None = None,
+    ) -> None:
+        user_id = str(body["user"]["id"])
+        team = (body.get("team") or {}).get("id") or body["user"].get("team_id")
+        try:
+            identity = await who.identify(user_id, team)
+            await service.decide(
+                request_id,
+                identity,
+                verdict,
+                platform=PLATFORM,
+                reason=reason,
+                typed_confirmation=typed,
+            )
+        except KeyturnError as e:
+            if retry and e.reason_code == "ALREADY_DECIDED":
+                return  # Slack re-sent a click we already counted
+            await ephemeral(channel, user_id, e.message)
+
+    def _channel(body: Mapping[str, Any]) -> str | None:
+        channel = body.get("channel") or {}
+        return channel.get("id") if isinstance(channel, Mapping) else None
+
+    @app.action(bk.APPROVE)
+    async def approve(ack: Any, body: dict[str, Any], request: Any) -> None:
+        await ack()
+        request_id = str(body["actions"][0]["value"])
+        await decide(
+            body, request_id, Verdict.APPROVE, channel=_channel(body), retry=_is_retry(request)
+        )
+
+    @app.action(bk.APPROVE_TYPED)
+    async def approve_typed(ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        request_id = str(body["actions"][0]["value"])
+        await _open(client, body, bk.confirm_modal(request_id, _channel(body), _route(body)))
+
+    @app.action(bk.DENY)
+    async def deny(ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        request_id = str(body["actions"][0]["value"])
+        await _open(client, body, bk.deny_modal(request_id, _channel(body)))
+
+    @app.action(bk.SHOW_PAYLOAD)
+    async def show_payload(ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        request_id = str(body["actions"][0]["value"])
+        try:
+            view = await service.view(request_id)
+        except KeyturnError as e:
+            await ephemeral(_channel(body), str(body["user"]["id"]), e.message)
+            return
+        modal = bk.payload_modal(view.card, sorted(view.request.sensitive_params))
+        await _open(client, body, modal)
+
+    async def _open(client: AsyncWebClient, body: Mapping[str, Any], view: dict[str, Any]) -> None:
+        try:
+            await client.views_open(trigger_id=body["trigger_id"], view=view)
+        except SlackApiError as e:
+            log.warning("views.open failed: %s", e.response.get("error"))
+            await ephemeral(
+                _channel(body),
+                str(body["user"]["id"]),
+                "Slack could not open the dialog in time; click the button again.",
+            )
+
+    def _route(body: Mapping[str, Any]) -> str:
+        message = body.get("message") or {}
+        text = str(message.get("text") or "")
+        # fallback_text: "… Approval needed: <route> (<id>)…"
+        marker = "Approval needed: "
+        if marker in text:
+            return text.split(marker, 1)[1].split(" (", 1)[0]
+        return "this route"
+
+    @app.view(bk.DENY_VIEW)
+    async def deny_submitted(
+        ack: Any, body: dict[str, Any], view: dict[str, Any], request: Any
+    ) -> None:
+        value = _input(view, bk.REASON_BLOCK)
+        if not value.strip():
+            await ack(
+                response_action="errors",
+                errors={bk.REASON_BLOCK: "Say why you deny it; the requester sees the reason."},
+            )
+            return
+        await ack()
+        request_id, channel = bk.read_metadata(view.get("private_metadata") or "")
+        await decide(
+            body,
+            request_id,
+            Verdict.DENY,
+            channel=channel,
+            retry=_is_retry(request),
+            reason=value.strip(),
+        )
+
+    @app.view(bk.CONFIRM_VIEW)
+    async def confirm_submitted(
+        ack: Any, body: dict[str, Any], view: dict[str, Any], request: Any
+    ) -> None:
+        value = _input(view, bk.LAST4_BLOCK).strip()
+        if len(value) != 4:
+            await ack(
+                response_action="errors",
+                errors={bk.LAST4_BLOCK: "Type the 4 last characters of the payload hash."},
+            )
+            return
+        await ack()
+        request_id, channel = bk.read_metadata(view.get("private_metadata") or "")
+        await decide(
+            body,
+            request_id,
+            Verdict.APPROVE,
+            channel=channel,
+            retry=_is_retry(request),
+            typed=value,
+        )
+
+    @app.command(COMMAND)
+    async def breakglass(ack: Any, command: dict[str, Any], respond: Any) -> None:
+        try:
+            parsed = parse_breakglass(str(command.get("text") or ""))
+        except KeyturnError as e:
+            await ack(text=f"{e.message}\n{USAGE}")
+            return
+        if isinstance(parsed, BreakglassHelp):
+            await ack(text=HELP)
+            return
+        await ack()
+        user_id = str(command["user_id"])
+        try:
+            identity = await who.identify(user_id, command.get("team_id"))
+            text = await _run_breakglass(parsed, identity)
+        except PolicyError as e:
+            text = f"{e.message}\n{USAGE}"
+        except KeyturnError as e:
+            text = e.message
+        await respond(text=text, response_type="ephemeral", replace_original=False)
+
+    async def _run_breakglass(parsed: Any, identity: IdentityRef) -> str:
+        if isinstance(parsed, BreakglassAsk):
+            submitted = await service.request_breakglass(
+                identity,
+                route=parsed.route,
+                params=parsed.params,
+                duration_seconds=parsed.duration_seconds,
+                reason=parsed.reason,
+                ticket=parsed.ticket,
+                rollback_steps=parsed.rollback_steps,
+            )
+            needs = "; ".join(submitted.needs)
+            return (
+                f"Break-glass request {submitted.request_id} is waiting for approval "
+                f"({needs}). You will get a DM when it is decided; then run "
+                f"`/breakglass token {submitted.request_id}`."
+            )
+        if isinstance(parsed, BreakglassList):
+            return await _list()
+        if isinstance(parsed, BreakglassRevoke):
+            await service.revoke_breakglass(parsed.request_id, identity, reason="kill switch")
+            return f"Window {parsed.request_id} closed; its tokens are revoked."
+        if isinstance(parsed, BreakglassTokenAsk):
+            issued = await service.breakglass_token(parsed.request_id, identity)
+            # The token is for this person only: it goes in this ephemeral answer and
+            # nowhere else (no log line, no outbox row).
+            return (
+                f"Your break-glass token for {parsed.request_id} (shown only to you; expires "
+                f"{issued.expires_at:%H:%M} UTC, window closes "
+                f"{issued.window_closes_at:%H:%M} UTC):\n```{issued.token}```"
+            )
+        raise KeyturnError("COMMAND_INVALID", USAGE)
+
+    async def _list() -> str:
+        now = service.rt.clock.now()
+        views = await service.list_requests(
+            states=[RequestState.PENDING, RequestState.APPROVED], limit=50
+        )
+        lines = []
+        for view in views:
+            card = view.card
+            if not card.breakglass:
+                continue
+            if card.pending:
+                left = time_left(view.request.binding.expires_at, now)
+                lines.append(f"• {card.request_id} {card.route}: pending approval, expires {left}")
+            else:
+                lines.append(f"• {card.request_id} {card.route}: {card.window_line or card.state}")
+        return "\n".join(lines) if lines else "No break-glass windows are open or pending."
+
+    return app
+
+
+def _input(view: Mapping[str, Any], block_id: str) -> str:
+    state = ((view.get("state") or {}).get("values") or {}).get(block_id) or {}
+    value = (state.get(bk.INPUT_ACTION) or {}).get("value")
+    return value if isinstance(value, str) else ""

@@ -1,0 +1,42 @@
+"""Slack settings: one workspace, one bot token, one signing secret, two channels."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, SecretStr, field_validator
+
+
+class SlackSettings(BaseModel):
+    """What keyturn needs to run its Slack surface.
+
+    Attributes:
+        bot_token: the ``xoxb-`` bot token (never logged; ``repr`` hides it).
+        signing_secret: verifies every request Slack sends; the app refuses to start
+            without it.
+        approvers_channel: channel id where approval cards are posted.
+        security_channel: channel id of the security feed (receipts, checkpoints).
+        workspace_id: the Slack team id; requests from any other workspace are refused.
+        min_interval_seconds: pace per channel (Slack allows about 1 message/s).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bot_token: SecretStr
+    signing_secret: SecretStr
+    approvers_channel: str
+    security_channel: str
+    workspace_id: str
+    min_interval_seconds: float = 1.0
+
+    @field_validator("bot_token", "signing_secret")
+    @classmethod
+    def _secret_present(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("approvers_channel", "security_channel", "workspace_id")
+    @classmethod
+    def _id_present(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value.strip()
