@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -92,23 +93,34 @@ def _demo(args: argparse.Namespace) -> int:
     async def main() -> int:
         app = await demo.start(args.data_dir, host="127.0.0.1", port=args.port)
         story = demo.Story(sys.stdout)
+        stop = asyncio.Event()
+        listening: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        server = asyncio.create_task(
+            serve(
+                app,
+                console=demo.console_options(app),
+                ready=lambda url: listening.set_result(url),
+                stop=stop,
+            )
+        )
         try:
-            story.say(f"keyturn demo · data in {args.data_dir.resolve()}\n")
+            url = await asyncio.wait_for(asyncio.shield(listening), timeout=30)
+            story.say(f"keyturn demo · data in {args.data_dir.resolve()} · serving {url}\n")
             try:
-                await demo.scripted(app, story, out_dir=args.out)
-            except demo.ScriptFailed as e:
+                await demo.scripted(app, story, url=url, out_dir=args.out)
+            except (demo.ScriptFailed, KeyturnError) as e:
                 story.say(f"\nFAILED: {e}")
                 return 1
             story.say("\nThe two-person rule held at every step.")
             if args.scripted:
                 return 0
-            await serve(
-                app,
-                console=demo.console_options(app),
-                ready=lambda url: _show(story, url, app.settings),
-            )
+            _show(story, url, app.settings)
+            await server
             return 0
         finally:
+            stop.set()
+            with contextlib.suppress(Exception):
+                await server
             await app.close()
 
     return asyncio.run(main())

@@ -13,6 +13,7 @@ the kill switch, and every sealed proof bundle verified offline.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from adapters.agents.sdk import Gate, KeyturnClientError
 from adapters.signer import FileSigner, generate_key_file
 from bot.bootstrap import App, build
 from bot.service.breakglass import breakglass_token, request_breakglass, revoke
@@ -31,6 +33,7 @@ from core.identity import IdentityKind, IdentityRef
 from core.keys import SigningKey
 from core.policy.wpc import sign_wpc
 from core.quorum import Verdict
+from core.requests import RequestState
 
 AGENT_NAME = "invoice-bot"
 
@@ -153,89 +156,85 @@ async def _refused(coro: Any) -> str:
     return "NOT_REFUSED"
 
 
-async def scripted(app: App, story: Story, *, out_dir: Path | None = None) -> list[str]:
-    """Run the demo story against the live service; returns the request ids it sealed."""
+async def scripted(app: App, story: Story, *, url: str, out_dir: Path | None = None) -> list[str]:
+    """Run the demo story; returns the request ids it sealed.
+
+    The agent talks to the running server at ``url`` through the public API (the
+    Python SDK); people decide through the same use case the chat surfaces and the
+    web console call.
+    """
     kt = app.service
     agent = FileSigner.load(app.settings.data_dir / "keys" / "demo-agent.pem").key
     policy = await kt.active_policy()
     story.say(f"policy  {policy.name} · {policy.policy_hash_b64u}")
     story.say(f"keyturn {kt.rt.signer.did}\n")
 
-    story.say("1. An agent asks to pay an invoice of $12,500")
-    job = await _start_job(kt, agent)
+    story.say(f"1. An agent asks, over the public API at {url}, to pay an invoice of $12,500")
     params = {
         "amount_usd": 12_500,
         "to_account": "DE89 3704 0044 0532 0130 00",
         "memo": "Invoice 2026-118",
     }
-    submitted = await kt.submit(
-        cst=job.runner_token, job_id=job.job_id, tool_route="payments.transfer", params=params
-    )
-    story.check(submitted.outcome == "gated", f"gated by policy: {submitted.message}")
-    rid = submitted.request_id or ""
-    confirm = submitted.payload_hash_b64u[-4:]
-    story.say(f"     request {rid} · payload hash {submitted.payload_hash_b64u}")
+    async with Gate(url, agent_did=agent.did, agent_key=agent) as gate:
+        waiting = asyncio.create_task(gate.require("payments.transfer", params, timeout=60))
+        view = await _pending(kt, "payments.transfer", waiting)
+        rid = view.request.request_id
+        confirm = view.card.payload_hash_short
+        story.check(True, f"gated by policy: {view.card.why_gated}")
+        story.say(f"     request {rid} · payload hash {view.card.payload_hash}")
 
-    story.say("2. People click")
-    code = await _refused(
-        kt.decide(
-            rid, person("mallory"), Verdict.APPROVE, platform="demo", typed_confirmation=confirm
+        story.say("2. People click (as they would in Slack, Teams or the web console)")
+        code = await _refused(
+            kt.decide(
+                rid, person("mallory"), Verdict.APPROVE, platform="demo", typed_confirmation=confirm
+            )
         )
-    )
-    story.check(code == "APPROVER_NOT_IN_GROUP", f"Mallory (no approver group) is refused: {code}")
-    d1 = await kt.decide(
-        rid, person("bob"), Verdict.APPROVE, platform="demo", typed_confirmation=confirm
-    )
-    story.check(
-        d1.state == "pending", f"Bob Li (Finance-Approvers) approves: {d1.approvals} of {d1.needed}"
-    )
-    code = await _refused(
-        kt.decide(rid, person("bob"), Verdict.APPROVE, platform="slack", typed_confirmation=confirm)
-    )
-    story.check(code == "ALREADY_DECIDED", f"Bob clicks again on another platform: {code}")
-    d2 = await kt.decide(
-        rid, person("carol"), Verdict.APPROVE, platform="demo", typed_confirmation=confirm
-    )
-    story.check(
-        d2.state == "approved" and bool(d2.grant_id),
-        f"Carol Diaz (Security-Approvers) approves: grant {d2.grant_id}",
-    )
+        story.check(
+            code == "APPROVER_NOT_IN_GROUP", f"Mallory (no approver group) is refused: {code}"
+        )
+        d1 = await kt.decide(
+            rid, person("bob"), Verdict.APPROVE, platform="demo", typed_confirmation=confirm
+        )
+        story.check(
+            d1.state == "pending",
+            f"Bob Li (Finance-Approvers) approves: {d1.approvals} of {d1.needed}",
+        )
+        code = await _refused(
+            kt.decide(
+                rid, person("bob"), Verdict.APPROVE, platform="slack", typed_confirmation=confirm
+            )
+        )
+        story.check(code == "ALREADY_DECIDED", f"Bob clicks again on another platform: {code}")
+        d2 = await kt.decide(
+            rid, person("carol"), Verdict.APPROVE, platform="demo", typed_confirmation=confirm
+        )
+        story.check(
+            d2.state == "approved" and bool(d2.grant_id),
+            f"Carol Diaz (Security-Approvers) approves: grant {d2.grant_id}",
+        )
 
-    story.say("3. The agent collects its grant and runs the payment through the gate")
-    status = await kt.request_status(cst=job.runner_token, request_id=rid)
-    story.check(
-        status.grant is not None and status.job_token is not None,
-        "grant and job-scoped token handed to the agent",
-    )
-    assert status.grant is not None and status.job_token is not None
-    tampered = {**params, "to_account": "GB33 BUKB 2020 1555 5555 55"}
-    code = await _refused(
-        kt.gate_check(
-            cst=status.job_token,
-            grant=status.grant,
-            tool_route="payments.transfer",
-            params=tampered,
+        story.say("3. The agent collects its grant and runs the payment through the gate")
+        approval = await waiting
+        story.check(
+            approval.grant is not None and approval.job_token is not None,
+            "the long poll hands the agent its grant and a job-scoped token",
         )
-    )
-    story.check(
-        code == "PAYLOAD_HASH_MISMATCH", f"a prompt-injected beneficiary is refused: {code}"
-    )
-    passed = await kt.gate_check(
-        cst=status.job_token, grant=status.grant, tool_route="payments.transfer", params=params
-    )
-    story.check(
-        passed.grant_id == d2.grant_id,
-        f"the exact approved payment passes the gate once (receipt #{passed.receipt_index})",
-    )
-    code = await _refused(
-        kt.gate_check(
-            cst=status.job_token, grant=status.grant, tool_route="payments.transfer", params=params
+        tampered = {**params, "to_account": "GB33 BUKB 2020 1555 5555 55"}
+        code = await _refused_client(gate.check(approval, "payments.transfer", tampered))
+        story.check(
+            code == "PAYLOAD_HASH_MISMATCH", f"a prompt-injected beneficiary is refused: {code}"
         )
-    )
-    story.check(
-        code in ("GRANT_ALREADY_USED", "REQUEST_NOT_APPROVED"),
-        f"a replay of the same grant is refused: {code}",
-    )
+        admitted = await gate.check(approval, "payments.transfer", params)
+        story.check(
+            True,
+            f"the exact approved payment passes the gate once (grant {admitted.grant_id}, "
+            f"receipt #{admitted.receipt_index})",
+        )
+        code = await _refused_client(gate.check(approval, "payments.transfer", params))
+        story.check(
+            code in ("GRANT_ALREADY_USED", "REQUEST_NOT_APPROVED"),
+            f"a replay of the same grant is refused: {code}",
+        )
 
     story.say("4. Alice asks for break-glass: Privileged Role Administrator for 30 minutes")
     bg = await request_breakglass(
@@ -300,6 +299,27 @@ async def scripted(app: App, story: Story, *, out_dir: Path | None = None) -> li
         (out_dir / "keyturn-did.json").write_text(json.dumps(await kt.well_known(), indent=2))
         story.say(f"     wrote bundles, checkpoint and DID document to {out_dir}")
     return sealed
+
+
+async def _pending(kt: Any, route: str, waiting: asyncio.Task[Any]) -> Any:
+    """The pending request the agent just opened (fails if the agent's call ended)."""
+    for _ in range(400):
+        if waiting.done():
+            waiting.result()  # re-raise what the agent got
+            raise ScriptFailed(f"{route} was not gated")
+        for view in await kt.list_requests(states=[RequestState.PENDING]):
+            if view.request.binding.tool_route == route:
+                return view
+        await asyncio.sleep(0.05)
+    raise ScriptFailed(f"no pending {route} request appeared")
+
+
+async def _refused_client(coro: Any) -> str:
+    try:
+        await coro
+    except KeyturnClientError as e:
+        return e.reason_code
+    return "NOT_REFUSED"
 
 
 async def _start_job(kt: Any, agent: SigningKey) -> Any:

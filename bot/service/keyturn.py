@@ -842,7 +842,9 @@ class Keyturn:
             if await uow.tokens.is_revoked(passed.token.token_hash_hex):
                 raise GateDeniedError("TOKEN_REVOKED", "this token has been revoked")
             request = await uow.requests.get(passed.grant.request_id, for_update=True)
-            if request.state not in (RequestState.APPROVED,):
+            if request.state is RequestState.CONSUMED:
+                raise GateDeniedError("GRANT_ALREADY_USED", "this grant was already used")
+            if request.state is not RequestState.APPROVED:
                 raise GateDeniedError(
                     "REQUEST_NOT_APPROVED", f"the request is {request.state}; nothing can run"
                 )

@@ -35,7 +35,7 @@ def registered(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def data_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[Path]:
     data = tmp_path / "demo"
-    assert cli_module.main(["demo", "--scripted", "--data-dir", str(data)]) == 0
+    assert cli_module.main(["demo", "--scripted", "--port", "0", "--data-dir", str(data)]) == 0
     capsys.readouterr()
     yield data
 

@@ -21,7 +21,7 @@ from core.quorum import Verdict
 @pytest.fixture
 def data_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
     data = tmp_path / "demo"
-    assert cli(["demo", "--scripted", "--data-dir", str(data)]) == 0
+    assert cli(["demo", "--scripted", "--port", "0", "--data-dir", str(data)]) == 0
     capsys.readouterr()
     return data
 

@@ -14,7 +14,9 @@ def test_keyturn_demo_scripted_and_log_verify(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data, out = tmp_path / "demo", tmp_path / "out"
-    assert cli(["demo", "--scripted", "--data-dir", str(data), "--out", str(out)]) == 0
+    assert (
+        cli(["demo", "--scripted", "--port", "0", "--data-dir", str(data), "--out", str(out)]) == 0
+    )
     printed = capsys.readouterr().out
     assert "The two-person rule held at every step." in printed and "✘" not in printed
     bundles = sorted(out.glob("bundle-*.json"))
