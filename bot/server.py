@@ -16,6 +16,10 @@ from typing import Any
 from aiohttp import web
 
 from adapters.http import Metrics, mount_agent_api
+from adapters.outbox.worker import Delivery, DeliveryFailed, OutboxWorker, RateLimited
+from adapters.slack import mount_slack
+from adapters.teams import bot_authentication, mount_teams
+from adapters.teams.settings import check_startup
 from adapters.web import mount_console
 from bot.bootstrap import App, scheduler
 from bot.logging_setup import request_id_middleware
@@ -73,7 +77,62 @@ def build_web_app(
             await task
 
     web_app.cleanup_ctx.append(background)
+    _mount_chat(web_app, app, metrics)
     return web_app
+
+
+def _mount_chat(web_app: web.Application, app: App, metrics: Metrics) -> None:
+    """Slack and Teams, when configured, sharing one persistent outbox worker."""
+    settings = app.settings
+    if settings.slack is None and settings.teams is None:
+        return
+    worker = OutboxWorker(app.store, clock=app.service.rt.clock, metrics=metrics)
+    if settings.slack is not None:
+        mount_slack(web_app, app.service, settings=settings.slack, outbox=worker, metrics=metrics)
+    if settings.teams is not None:
+        teams_settings = settings.teams
+        check_startup(teams_settings, host=settings.server.host)  # before botbuilder sees it
+        if teams_settings.insecure_dev_no_auth and not teams_settings.app_id:
+            # botbuilder insists on an app id for single-tenant bots even when auth is
+            # off; the loopback-only dev mode has none.
+            teams_settings = teams_settings.model_copy(update={"app_type": "MultiTenant"})
+        teams = mount_teams(
+            web_app,
+            app.service,
+            settings=teams_settings,
+            auth=bot_authentication(teams_settings),
+            host=settings.server.host,
+            store=app.store,
+        )
+        app.service.rt.hub.subscribe(teams.notifier)
+        worker.add_sender("teams", _teams_sender(teams.sender))
+
+    async def run_outbox(_: web.Application) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        yield
+        stop.set()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    web_app.cleanup_ctx.append(run_outbox)
+
+
+def _teams_sender(sender: Any) -> Callable[[Delivery], Awaitable[None]]:
+    """The Teams sender reports results; the worker expects exceptions."""
+
+    async def send(delivery: Delivery) -> None:
+        result = await sender.send(delivery)
+        if result.sent:
+            return
+        if result.error == "HTTP 429":
+            raise RateLimited(result.retry_after)
+        raise DeliveryFailed(
+            result.error or "Teams send failed", retry_after=result.retry_after or None
+        )
+
+    return send
 
 
 async def serve(

@@ -20,6 +20,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from adapters.slack import SlackSettings
+from adapters.teams import TeamsSettings
 from core.errors import ConfigError
 
 
@@ -81,6 +83,10 @@ class KeyturnSettings(BaseSettings):
     server: ServerSettings = Field(default_factory=ServerSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     tokens: TokenSettings = Field(default_factory=TokenSettings)
+    #: Slack surface (adapters/slack); off unless configured.
+    slack: SlackSettings | None = None
+    #: Microsoft Teams surface (adapters/teams); off unless configured.
+    teams: TeamsSettings | None = None
 
     @property
     def resolved_database_url(self) -> str:

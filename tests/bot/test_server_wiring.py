@@ -1,0 +1,60 @@
+"""keyturn serve mounts exactly the surfaces that are configured, in one aiohttp app."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from adapters.slack import SlackSettings
+from adapters.teams import TeamsSettings
+from bot import demo
+from bot.bootstrap import App, build
+from bot.server import build_web_app
+from core.errors import ConfigError
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest_asyncio.fixture
+async def app(tmp_path: Path) -> AsyncIterator[App]:
+    application = await build(demo.demo_settings(tmp_path / "data"), create_key=True)
+    try:
+        yield application
+    finally:
+        await application.close()
+
+
+def _paths(web_app: object) -> set[str]:
+    return {r.resource.canonical for r in web_app.router.routes() if r.resource}  # type: ignore[attr-defined]
+
+
+async def test_without_chat_settings_only_api_and_console_are_served(app: App) -> None:
+    paths = _paths(build_web_app(app))
+    assert {"/v1/requests", "/healthz", "/"} <= paths
+    assert "/slack/events" not in paths and "/api/messages" not in paths
+
+
+async def test_configured_slack_and_teams_are_mounted(app: App) -> None:
+    app.settings = app.settings.model_copy(
+        update={
+            "slack": SlackSettings(
+                bot_token="xoxb-test",
+                signing_secret="secret",
+                approvers_channel="C1",
+                security_channel="C2",
+                workspace_id="T1",
+            ),
+            "teams": TeamsSettings(insecure_dev_no_auth=True),
+        }
+    )
+    paths = _paths(build_web_app(app))
+    assert {"/slack/events", "/api/messages"} <= paths
+
+
+async def test_teams_without_credentials_refuses_to_start(app: App) -> None:
+    app.settings = app.settings.model_copy(update={"teams": TeamsSettings()})
+    with pytest.raises(ConfigError):
+        build_web_app(app)
