@@ -33,6 +33,7 @@ COMMAND_MODULES: list[str] = [
     "bot.cli_serve",
     "bot.cli_breakglass",
     "bot.cli_mcp",
+    "bot.cli_teams",
 ]
 
 EXIT_OK = 0

@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from adapters.http import Metrics, mount_agent_api
-from adapters.outbox.worker import Delivery, DeliveryFailed, OutboxWorker, RateLimited
+from adapters.outbox.worker import OutboxWorker
 from adapters.slack import mount_slack
 from adapters.teams import bot_authentication, mount_teams
 from adapters.teams.settings import check_startup
@@ -105,7 +105,7 @@ def _mount_chat(web_app: web.Application, app: App, metrics: Metrics) -> None:
             store=app.store,
         )
         app.service.rt.hub.subscribe(teams.notifier)
-        worker.add_sender("teams", _teams_sender(teams.sender))
+        worker.add_sender("teams", teams.sender.deliver)
 
     async def run_outbox(_: web.Application) -> AsyncIterator[None]:
         stop = asyncio.Event()
@@ -117,22 +117,6 @@ def _mount_chat(web_app: web.Application, app: App, metrics: Metrics) -> None:
             await task
 
     web_app.cleanup_ctx.append(run_outbox)
-
-
-def _teams_sender(sender: Any) -> Callable[[Delivery], Awaitable[None]]:
-    """The Teams sender reports results; the worker expects exceptions."""
-
-    async def send(delivery: Delivery) -> None:
-        result = await sender.send(delivery)
-        if result.sent:
-            return
-        if result.error == "HTTP 429":
-            raise RateLimited(result.retry_after)
-        raise DeliveryFailed(
-            result.error or "Teams send failed", retry_after=result.retry_after or None
-        )
-
-    return send
 
 
 async def serve(

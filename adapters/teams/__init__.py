@@ -11,7 +11,11 @@ Mounting (``bot/`` does this)::
                         auth=bot_authentication(teams_settings), host=server_host,
                         store=app.store)
     service.rt.hub.subscribe(teams.notifier)       # cards, feed, DMs → outbox
-    # the outbox worker calls: await teams.sender.send(item) -> Delivery
+    worker.add_sender("teams", teams.sender.deliver)   # adapters.outbox.OutboxWorker
+
+When keyturn is installed in a team, the ``installationUpdate`` / ``conversationUpdate``
+activities' service URL is remembered (:mod:`.references`), so the configured channels
+need no ``service_url``.
 
 ``POST /api/messages`` answers 401 (never 500) for every authentication failure —
 missing, forged, expired, malformed, unknown-kid or wrong-audience tokens — because
@@ -30,8 +34,9 @@ from typing import Any
 from aiohttp import web
 
 from adapters.teams.handler import KeyturnTeamsBot, turn_started
-from adapters.teams.outbound import Delivery, TeamsNotifier, TeamsSender
+from adapters.teams.outbound import TeamsNotifier, TeamsSender
 from adapters.teams.ports import ChatStore, TeamsService
+from adapters.teams.references import ConversationBook
 from adapters.teams.settings import (
     ConversationTarget,
     TeamsSettings,
@@ -64,6 +69,7 @@ def mount_teams(
     host: str,
     store: ChatStore,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    signer_did: str | None = None,
 ) -> TeamsSurface:
     """Add ``POST /api/messages`` to keyturn's one aiohttp app.
 
@@ -71,7 +77,9 @@ def mount_teams(
         auth: a botbuilder ``BotFrameworkAuthentication`` (production:
             :func:`bot_authentication`; tests: one with a local credentials factory).
         host: the address the server binds (the insecure dev mode needs loopback).
-        store: the SQL store (outbox and message references).
+        store: the SQL store (outbox, message and conversation references).
+        signer_did: the DID that signs checkpoints (shown in feed lines); default
+            ``service.rt.signer.did``.
 
     Raises:
         ConfigError: see :func:`check_startup` — no credentials, insecure mode off
@@ -81,12 +89,14 @@ def mount_teams(
 
     check_startup(settings, host=host)
     adapter = CloudAdapter(auth)
-    bot = KeyturnTeamsBot(service, settings, clock=clock)
+    references = ConversationBook(store, clock)
+    bot = KeyturnTeamsBot(service, settings, clock=clock, references=references)
+    did = signer_did if signer_did is not None else service.rt.signer.did
     surface = TeamsSurface(
         adapter=adapter,
         bot=bot,
-        notifier=TeamsNotifier(store, settings, clock),
-        sender=TeamsSender(adapter, service, store, settings, clock),
+        notifier=TeamsNotifier(store, settings, clock, signer_did=did),
+        sender=TeamsSender(adapter, service, store, settings, clock, references=references),
     )
 
     async def messages(request: web.Request) -> web.StreamResponse:
@@ -119,8 +129,8 @@ def mount_teams(
 __all__ = [
     "ROUTE",
     "TEAMS_KEY",
+    "ConversationBook",
     "ConversationTarget",
-    "Delivery",
     "KeyturnTeamsBot",
     "TeamsNotifier",
     "TeamsSender",

@@ -37,6 +37,7 @@ from adapters.teams.commands import (
     parse_command,
 )
 from adapters.teams.ports import TeamsService
+from adapters.teams.references import CAPTURED_TYPES, ConversationBook
 from adapters.teams.settings import TeamsSettings
 from core.cards import time_left
 from core.errors import KeyturnError
@@ -99,11 +100,13 @@ class KeyturnTeamsBot(TeamsActivityHandler):  # type: ignore[misc]
         settings: TeamsSettings,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        references: ConversationBook | None = None,
     ) -> None:
         super().__init__()
         self.service = service
         self.settings = settings
         self.clock = clock  # only for "time left" in answers; decisions use the service's
+        self.references = references
 
     async def on_turn(self, turn_context: TurnContext) -> None:
         started = turn_started.get()
@@ -118,6 +121,11 @@ class KeyturnTeamsBot(TeamsActivityHandler):  # type: ignore[misc]
                     error_response(403, "TenantNotAllowed", "keyturn does not serve this tenant"),
                 )
             return
+        if self.references is not None and activity.type in CAPTURED_TYPES:
+            # Installed in / added to a team: remember where it can be reached.
+            stored = await self.references.capture(activity, tenant_id=tenant_of(activity))
+            if stored:
+                log.info("Teams conversation references captured: %s", ", ".join(stored))
         await super().on_turn(turn_context)
 
     # ------------------------------------------------------------------ card clicks

@@ -1,9 +1,10 @@
-"""Proactive Teams messages through the store's persistent outbox.
+"""Proactive Teams messages through the shared persistent outbox.
 
 ::
 
     hub event ──TeamsNotifier──▶ outbox row (channel_key "teams:<conversation>")
-    outbox worker ──claim──▶ TeamsSender.send(item) ──▶ Delivery(sent | retry_after | failed)
+    adapters.outbox.OutboxWorker ──claim, fold feed lines──▶ TeamsSender.deliver(delivery)
+        ok → sent · 429 → RateLimited(Retry-After) · anything else → DeliveryFailed
 
 Kinds (payloads hold ids only — never a token, never card text: the card is rendered
 from the store at send time, so a late send shows the latest state):
@@ -12,22 +13,22 @@ from the store at send time, so a late send shows the latest state):
   the posted activity id is saved as a ``MessageRef`` for later updates.
 * ``teams.card.update`` {request_id}  coalesced per request (latest state wins);
   ``update_activity`` on every posted copy.
-* ``teams.feed``        {lines}       security-feed lines (one receipt or checkpoint).
-* ``teams.dm.outcome``  {request_id, person}  the requester learns how it ended (1:1).
-* ``teams.dm.token``    {request_id, person}  break-glass: the token is minted at send
-  time by the service (requester only) and sent in the 1:1 chat only.
+* ``feed`` (:data:`adapters.outbox.FEED`)  one receipt or checkpoint; the worker folds
+  consecutive ones of the security channel into one message (:func:`core.feed.fold`).
+* ``teams.dm.outcome``  {request_id}  the requester learns how it ended (1:1).
+* ``teams.dm.token``    {request_id}  break-glass: the token is minted at send time by
+  the service (requester only) and sent in the 1:1 chat only.
 * ``teams.rollback``    {request_id, steps, closed_at}  the rollback checklist.
 
 Teams allows ~7 sends/s per conversation and 30/s per app per tenant (LIMITS.md §6):
-a 429 becomes ``Delivery(retry_after=…)`` from ``Retry-After`` so the worker reschedules
-the item (``mark_failed(retry_after=…)``) and keeps per-conversation order.
+a 429 raises :class:`RateLimited` with the ``Retry-After`` seconds, so the worker holds
+this and every later message of the conversation back until then (order kept).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from botbuilder.core import MessageFactory, TurnContext  # type: ignore[import-untyped]
@@ -39,48 +40,50 @@ from botbuilder.schema import (  # type: ignore[import-untyped]
 )
 from msrest.exceptions import HttpOperationError
 
+from adapters.outbox import (
+    FEED,
+    Delivery,
+    DeliveryFailed,
+    RateLimited,
+    checkpoint_payload,
+    receipt_payload,
+)
 from adapters.store.chat import MessageRef
 from adapters.teams import cards
 from adapters.teams.handler import attachment
 from adapters.teams.ports import ChatStore, TeamsService
+from adapters.teams.references import ConversationBook
 from adapters.teams.settings import ConversationTarget, TeamsSettings
 from core.errors import KeyturnError
-from core.feed import clean, feed_line, short_hash
 from core.identity import IdentityKind, IdentityRef
-from core.receipts import receipt_from_payload
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "msteams"
-POST, UPDATE, FEED = "teams.card.post", "teams.card.update", "teams.feed"
+PLATFORM = "teams"
+POST, UPDATE = "teams.card.post", "teams.card.update"
 DM_OUTCOME, DM_TOKEN, ROLLBACK = "teams.dm.outcome", "teams.dm.token", "teams.rollback"
 FINAL = frozenset({"approved", "denied", "expired", "cancelled", "revoked"})
-DEFAULT_RETRY_SECONDS = 5.0
+#: An update waits this long for its card's post; a missing install for this long.
+NOT_YET_SECONDS = 5.0
+NOT_INSTALLED_SECONDS = 300.0
+UNKNOWN_KIND_SECONDS = 3600.0
 
 
 def channel_key(conversation_id: str) -> str:
-    return f"teams:{conversation_id}"
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """What happened to one outbox item.
-
-    ``sent`` → ``mark_sent``; otherwise ``mark_failed(retry_after=…)`` with ``error``.
-    """
-
-    sent: bool
-    retry_after: float = 0.0
-    error: str | None = None
+    return f"{PLATFORM}:{conversation_id}"
 
 
 class TeamsNotifier:
     """A hub listener that queues Teams messages for every event people should see."""
 
-    def __init__(self, store: ChatStore, settings: TeamsSettings, clock: Any) -> None:
+    def __init__(
+        self, store: ChatStore, settings: TeamsSettings, clock: Any, *, signer_did: str
+    ) -> None:
         self.store = store
         self.settings = settings
         self.clock = clock
+        self.signer_did = signer_did
 
     async def __call__(self, event: Any) -> None:
         items = self.messages_for(event)
@@ -110,12 +113,13 @@ class TeamsNotifier:
             if state == "approved":  # the sender checks it is a break-glass window
                 out.append((channel_key(f"dm:{rid}"), DM_TOKEN, {"request_id": rid}, None))
         elif event.kind == "receipt" and feed is not None:
-            line = _receipt_line(data)
-            if line:
-                out.append((channel_key(feed.channel_id), FEED, {"lines": [line]}, None))
-        elif event.kind == "checkpoint" and feed is not None:
-            line = _checkpoint_line(data)
-            out.append((channel_key(feed.channel_id), FEED, {"lines": [line]}, None))
+            envelope = data.get("envelope")
+            if isinstance(envelope, Mapping) and "index" in data:
+                payload = receipt_payload(int(data["index"]), envelope)
+                out.append((channel_key(feed.channel_id), FEED, payload, None))
+        elif event.kind == "checkpoint" and feed is not None and data.get("note"):
+            payload = checkpoint_payload(str(data["note"]), self.signer_did)
+            out.append((channel_key(feed.channel_id), FEED, payload, None))
         elif event.kind == "rollback_checklist" and rid:
             payload = {
                 "request_id": rid,
@@ -128,28 +132,12 @@ class TeamsNotifier:
         return out
 
 
-def _receipt_line(data: Mapping[str, Any]) -> str | None:
-    envelope = data.get("envelope")
-    if not isinstance(envelope, Mapping):
-        return None
-    try:
-        # In-process event after commit from keyturn's own log, not untrusted input.
-        receipt = receipt_from_payload(envelope.get("payload") or {})
-    except (ValueError, TypeError):
-        log.warning("a receipt event did not rebuild; no feed line")
-        return None
-    return feed_line(int(data.get("index", -1)), receipt)
-
-
-def _checkpoint_line(data: Mapping[str, Any]) -> str:
-    note = str(data.get("note") or "").splitlines()
-    origin = note[0] if note else "?"
-    root = note[2] if len(note) > 2 else ""
-    return f"checkpoint  {clean(origin, 60)}  size {data.get('size')}  root {short_hash(root)}"
-
-
 class TeamsSender:
-    """Sends one outbox item through the Bot Framework connector (``send`` for the worker)."""
+    """Sends what the outbox worker hands it through the Bot Framework connector.
+
+    :meth:`deliver` is an :data:`adapters.outbox.Sender`: it returns when Teams took
+    the message and raises :class:`RateLimited` / :class:`DeliveryFailed` otherwise.
+    """
 
     def __init__(
         self,
@@ -158,35 +146,43 @@ class TeamsSender:
         store: ChatStore,
         settings: TeamsSettings,
         clock: Any,
+        *,
+        references: ConversationBook | None = None,
     ) -> None:
         self.adapter = adapter
         self.service = service
         self.store = store
         self.settings = settings
         self.clock = clock
+        self.references = references or ConversationBook(store, clock)
 
-    async def send(self, item: Any) -> Delivery:
-        """Deliver ``item`` (an ``adapters.store.outbox.OutboxItem``).
+    async def deliver(self, delivery: Delivery) -> None:
+        """Send one delivery (a queued item, or feed lines the worker folded).
 
-        Never raises for delivery problems: a 429 or 5xx is a retry (``Retry-After``
-        honoured), any other failure a retry with the default delay and the error text.
+        Raises:
+            RateLimited: Teams answered 429 (``Retry-After`` seconds, else 1 s).
+            DeliveryFailed: a 5xx (its ``Retry-After`` honoured), any other HTTP error,
+                an update whose card is not posted yet, a channel keyturn cannot reach
+                yet (not installed, no service URL), an unknown kind, or a refusal by
+                the service (its reason code).
         """
         try:
-            await self._send(item.kind, dict(item.payload))
+            await self._send(delivery.kind, dict(delivery.payload))
         except HttpOperationError as e:
             response = getattr(e, "response", None)
-            status = getattr(response, "status_code", 0)
-            retry = _retry_after(response) if status == 429 or status >= 500 else None
-            log.warning("Teams send of %s failed with HTTP %s", item.kind, status)
-            return Delivery(
-                False, retry if retry is not None else DEFAULT_RETRY_SECONDS, f"HTTP {status}"
-            )
+            status = int(getattr(response, "status_code", 0) or 0)
+            retry = _retry_after(response)
+            log.warning("Teams send of %s failed with HTTP %s", delivery.kind, status)
+            if status == 429:
+                raise RateLimited(retry if retry is not None else 1.0) from e
+            raise DeliveryFailed(
+                f"HTTP {status}", retry_after=retry if status >= 500 else None
+            ) from e
         except _NotYet as e:
-            return Delivery(False, DEFAULT_RETRY_SECONDS, str(e))
+            raise DeliveryFailed(str(e), retry_after=e.retry_after) from e
         except KeyturnError as e:
-            log.warning("Teams send of %s refused: %s", item.kind, e.reason_code)
-            return Delivery(False, DEFAULT_RETRY_SECONDS, e.reason_code)
-        return Delivery(True)
+            log.warning("Teams send of %s refused: %s", delivery.kind, e.reason_code)
+            raise DeliveryFailed(e.reason_code) from e
 
     async def _send(self, kind: str, payload: dict[str, Any]) -> None:
         if kind == POST:
@@ -194,8 +190,8 @@ class TeamsSender:
         elif kind == UPDATE:
             await self._update_cards(str(payload["request_id"]))
         elif kind == FEED:
-            target = self._target(self.settings.security_channel)
-            lines = [str(x) for x in payload.get("lines") or []]
+            target = await self._target(self.settings.security_channel)
+            lines = str(payload.get("text") or "").split("\n")
             card = cards.message_card("keyturn security feed", lines, monospace=True)
             await self._send_to_channel(target, card)
         elif kind == DM_OUTCOME:
@@ -213,20 +209,30 @@ class TeamsSender:
                 view = await self.service.view(rid)
                 await self._dm(view.request.binding.requester, card)
             else:
-                await self._send_to_channel(self._target(self.settings.security_channel), card)
+                await self._send_to_channel(
+                    await self._target(self.settings.security_channel), card
+                )
         else:
-            raise KeyturnError("TEAMS_UNKNOWN_MESSAGE", f"unknown Teams outbox kind {kind!r}")
+            raise _NotYet(f"unknown Teams outbox kind {kind!r}", UNKNOWN_KIND_SECONDS)
 
-    def _target(self, target: ConversationTarget | None) -> ConversationTarget:
+    async def _target(self, target: ConversationTarget | None) -> ConversationTarget:
+        """``target`` with the service URL to reach it (configured or captured)."""
         if target is None:
             raise KeyturnError("TEAMS_NOT_CONFIGURED", "no Teams channel configured for this")
-        return target
+        service_url = await self.references.service_url(target)
+        if service_url is None:
+            raise _NotYet(
+                f"keyturn is not installed in the team of {target.channel_id} yet (no "
+                "service URL captured or configured)",
+                NOT_INSTALLED_SECONDS,
+            )
+        return target.model_copy(update={"service_url": service_url})
 
     def _card(self, view: Any) -> dict[str, Any]:
         return cards.adaptive_card(view.card, refresh_user_ids=self.settings.refresh_user_ids)
 
     async def _post_card(self, request_id: str) -> None:
-        target = self._target(self.settings.approvers)
+        target = await self._target(self.settings.approvers)
         view = await self.service.view(request_id)
         posted = await self._send_to_channel(target, self._card(view), new_thread=True)
         async with self.store.unit_of_work() as uow:
@@ -251,7 +257,7 @@ class TeamsSender:
                 if r.kind == "card"
             ]
         if not refs:
-            raise _NotYet(f"the card of {request_id} is not posted yet")
+            raise _NotYet(f"the card of {request_id} is not posted yet", NOT_YET_SECONDS)
         view = await self.service.view(request_id)
         card = self._card(view)
         for ref in refs:
@@ -303,7 +309,9 @@ class TeamsSender:
             ),
         )
 
-    def _reference(self, service_url: str, conversation_id: str) -> ConversationReference:
+    def _reference(self, service_url: str | None, conversation_id: str) -> ConversationReference:
+        if not service_url:  # _target() always fills it; never post to an unknown URL
+            raise _NotYet(f"no service URL for {conversation_id}", NOT_INSTALLED_SECONDS)
         return ConversationReference(
             service_url=service_url,
             channel_id=CHANNEL,
@@ -350,7 +358,7 @@ class TeamsSender:
 
     async def _dm(self, person_object_id: str, card: Mapping[str, Any]) -> None:
         """A 1:1 chat with one person (their Entra object id), created if needed."""
-        target = self._target(self.settings.approvers)
+        target = await self._target(self.settings.approvers)
 
         async def send(tc: TurnContext) -> None:
             await tc.send_activity(MessageFactory.attachment(attachment(card)))
@@ -371,7 +379,11 @@ class TeamsSender:
 
 
 class _NotYet(Exception):
-    """The item depends on one not delivered yet (an update before its post)."""
+    """Not deliverable now (an update before its post, no install yet): retry later."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 def _retry_after(response: Any) -> float | None:

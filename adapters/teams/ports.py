@@ -14,6 +14,9 @@ from core.requests import RequestState
 class TeamsService(Protocol):
     """The methods of ``bot.service.Keyturn`` this surface calls."""
 
+    @property
+    def rt(self) -> Any: ...  # the runtime: only ``rt.signer.did`` (feed lines)
+
     async def view(self, request_id: str) -> Any: ...
 
     async def list_requests(

@@ -33,13 +33,15 @@ class ConversationTarget(BaseModel):
     Attributes:
         service_url: the Bot Framework service URL of the tenant's region
             (``https://smba.trafficmanager.net/emea/`` …), as seen on incoming activities.
+            Optional: when empty, the one Teams announced when keyturn was installed in
+            the team is used (:mod:`adapters.teams.references`).
         channel_id: the channel's conversation id (``19:…@thread.tacv2``).
         tenant_id: the Entra tenant of the team.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    service_url: Text
+    service_url: Text | None = None
     channel_id: Text
     tenant_id: Text
 

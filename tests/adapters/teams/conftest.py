@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from botbuilder.integration.aiohttp import ConfigurationBotFrameworkAuthentication
 
 from adapters.directory import StaticDirectory
+from adapters.outbox import OutboxWorker
 from adapters.signer import FileSigner
 from adapters.teams import TeamsSurface, mount_teams
 from adapters.teams.settings import BotFrameworkConfig, ConversationTarget, TeamsSettings
@@ -65,6 +66,7 @@ class Rig:
     issuer: Issuer
     service_url: str
     settings: TeamsSettings
+    worker: OutboxWorker
 
     @property
     def kt(self) -> Any:
@@ -123,28 +125,14 @@ class Rig:
         extra = {"conversation": conversation} if conversation else {}
         return self.activity(who, type="message", text=text, **extra)
 
-    async def drain(self) -> list[Any]:
-        """One pass of an outbox worker over due items; returns the deliveries."""
-        results = []
-        now = self.kt.rt.clock.now()
-        async with self.app.store.unit_of_work() as uow:
-            items = await uow.outbox.claim_due(now=now, limit=100)
-            await uow.commit()
-        for item in items:
-            delivery = await self.teams.sender.send(item)
-            results.append((item, delivery))
-            async with self.app.store.unit_of_work() as uow:
-                if delivery.sent:
-                    await uow.outbox.mark_sent(item.id, version=item.version, at=now)
-                else:
-                    await uow.outbox.mark_failed(
-                        item.id,
-                        at=now,
-                        error=delivery.error or "",
-                        retry_after=delivery.retry_after,
-                    )
-                await uow.commit()
-        return results
+    async def drain(self) -> int:
+        """Run the REAL outbox worker until nothing is due now; returns messages sent."""
+        sent = 0
+        while True:
+            n = await self.worker.run_once()
+            sent += n
+            if n == 0:
+                return sent
 
     def advance(self, seconds: float) -> None:
         self.kt.rt.clock.moment += timedelta(seconds=seconds)
@@ -191,10 +179,14 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         clock=clock.now,
     )
     app.service.rt.hub.subscribe(teams.notifier)
+    # The shared worker exactly as bot/server.py runs it, minus the 1 s pacing.
+    worker = OutboxWorker(
+        app.store, {"teams": teams.sender.deliver}, clock=clock, min_interval_seconds=0
+    )
     client = TestClient(TestServer(web_app))
     await client.start_server()
     try:
-        yield Rig(app, teams, client, connector, issuer, service_url, teams_settings)
+        yield Rig(app, teams, client, connector, issuer, service_url, teams_settings, worker)
     finally:
         await client.close()
         await connector_server.close()

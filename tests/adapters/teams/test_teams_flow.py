@@ -3,17 +3,20 @@ the real service on SQLite, and a connector stand-in that records what Teams wou
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from adapters.signer import FileSigner
 from adapters.teams import cards
+from adapters.teams.outbound import NOT_INSTALLED_SECONDS
+from adapters.teams.settings import ConversationTarget
 from bot import demo
 from core.identity import IdentityKind, IdentityRef
 from core.quorum import Verdict
 from tests.adapters.teams.conftest import AAD, APPROVERS_CHANNEL, FEED_CHANNEL, Rig
-from tests.adapters.teams.standin import OUTBOUND_TOKEN
+from tests.adapters.teams.standin import APP_ID, OUTBOUND_TOKEN, TENANT
 
 pytestmark = pytest.mark.asyncio
 PAYMENT = {"amount_usd": 12_500, "to_account": "DE89370400440532013000", "memo": "Invoice 2026-118"}
@@ -102,7 +105,9 @@ async def test_two_eligible_approvers_in_teams_mint_a_grant_and_every_copy_is_up
     await rig.drain()
     updates = [c for c in rig.connector.calls if c.method == "PUT"]
     assert updates, "the posted card was not updated"
-    assert updates[-1].path.endswith("/activities/act-1")
+    async with rig.app.store.unit_of_work(read_only=True) as uow:
+        (ref,) = [r for r in await uow.messages.for_request(rid) if r.kind == "card"]
+    assert updates[-1].path == f"/v3/conversations/{ref.channel}/activities/{ref.message_id}"
     assert "✅ Approved by Bob Li and Carol Diaz" in card_text(updates[-1].body)
     feed = [
         card_text(c.body)
@@ -251,7 +256,17 @@ async def test_the_same_person_in_slack_and_teams_counts_once(rig: Rig) -> None:
     assert (await rig.kt.view(rid)).request.state.value == "pending"
 
 
-async def test_a_throttled_connector_delivers_later_in_order(rig: Rig) -> None:
+async def queued(rig: Rig, channel: str) -> list[Any]:
+    """The unsent outbox rows of one Teams channel, oldest first."""
+    async with rig.app.store.unit_of_work() as uow:
+        items = await uow.outbox.claim_due(
+            now=rig.kt.rt.clock.now() + timedelta(days=1), limit=1000, lease_seconds=1
+        )
+        await uow.rollback()
+    return [i for i in items if i.channel_key == f"teams:{channel}"]
+
+
+async def test_a_throttled_connector_delivers_later_in_order_and_drops_nothing(rig: Rig) -> None:
     submitted = await gated_payment(rig)
     rid = submitted.request_id
     await rig.kt.decide(
@@ -261,22 +276,53 @@ async def test_a_throttled_connector_delivers_later_in_order(rig: Rig) -> None:
         platform="teams",
         typed_confirmation=submitted.payload_hash_b64u[-4:],
     )
-    rig.connector.throttle = 100
-    first = await rig.drain()
-    throttled = [d for _, d in first if d.error == "HTTP 429"]
-    assert throttled and all(d.retry_after == 2.0 for d in throttled)  # Retry-After honoured
-    assert not any(d.sent for _, d in first)
+    feed_rows = await queued(rig, FEED_CHANNEL)
+    indexes = [row.payload["receipt"]["index"] for row in feed_rows]
+    assert len(indexes) >= 2 and all(row.kind == "feed" for row in feed_rows)
+    backlog = await rig.worker.backlog()
+
+    rig.connector.throttle = 2  # the first send of each channel gets 429, Retry-After: 2
+    assert await rig.drain() == 0
+    assert rig.connector.calls == [] and rig.connector.throttle == 0
+    assert await rig.worker.backlog() == backlog  # nothing dropped
+
+    rig.advance(1)  # still inside Retry-After: the worker holds the channels back
+    assert await rig.drain() == 0
     assert rig.connector.calls == []
-    rig.connector.throttle = 0
-    rig.advance(6)
-    await rig.drain()
-    rig.advance(6)
-    await rig.drain()  # an update is held back until its card is posted
+
+    rig.advance(2)
+    assert await rig.drain() > 0
+    assert await rig.worker.backlog() == 0
     card_calls = [
         c for c in rig.connector.calls if APPROVERS_CHANNEL in str(c.body) or c.method == "PUT"
     ]
-    assert [c.method for c in card_calls][:2] == ["POST", "PUT"]
+    assert [c.method for c in card_calls] == ["POST", "PUT"]  # post, then its update
     assert "1 of 2" in card_text(card_calls[-1].body)
+    feed = [c for c in rig.connector.calls if FEED_CHANNEL in c.path]
+    assert len(feed) == 1  # every receipt folded into one message, in log order
+    text = card_text(feed[0].body)
+    positions = [text.index(f"#{i} ") for i in indexes]
+    assert positions == sorted(positions)
+
+
+async def test_feed_receipts_are_folded_into_one_message(rig: Rig) -> None:
+    submitted = await gated_payment(rig)
+    for who in ("bob", "carol"):
+        await rig.kt.decide(
+            submitted.request_id,
+            IdentityRef(IdentityKind.OBJECT_ID, AAD[who]),
+            Verdict.APPROVE,
+            platform="teams",
+            typed_confirmation=submitted.payload_hash_b64u[-4:],
+        )
+    rows = await queued(rig, FEED_CHANNEL)
+    assert len(rows) >= 4  # created, two approvals, the grant
+    await rig.drain()
+    feed = [c for c in rig.connector.calls if FEED_CHANNEL in c.path]
+    assert len(feed) == 1
+    text = card_text(feed[0].body)
+    for row in rows:
+        assert f"#{row.payload['receipt']['index']} " in text
 
 
 async def test_breakglass_token_goes_to_the_requester_only_in_a_1to1_chat(rig: Rig) -> None:
@@ -353,3 +399,68 @@ async def test_list_and_revoke_the_window(rig: Rig) -> None:
     sent = [card_text(c.body) for c in rig.connector.calls]
     assert any("Your request" in t and "Revoked" in t for t in sent)  # 1:1 to alice
     assert any("Rollback checklist" in t for t in sent)
+
+
+def bot_added(rig: Rig, kind: str) -> dict[str, Any]:
+    """What Teams sends when keyturn is installed in / added to the team."""
+    team = {"id": "19:general@thread.tacv2", "name": "Payments"}
+    fields: dict[str, Any] = {
+        "conversation": {
+            "id": "19:general@thread.tacv2",
+            "tenantId": TENANT,
+            "conversationType": "channel",
+            "isGroup": True,
+        },
+    }
+    if kind == "conversationUpdate":
+        fields["membersAdded"] = [{"id": f"28:{APP_ID}"}]
+    else:
+        fields["action"] = "add"
+    activity = rig.activity("carol", type=kind, **fields)
+    activity["channelData"] |= {"team": team, "eventType": "teamMemberAdded"}
+    return activity
+
+
+@pytest.mark.parametrize("kind", ["conversationUpdate", "installationUpdate"])
+async def test_installing_in_a_team_captures_where_to_post_cards(rig: Rig, kind: str) -> None:
+    # The approvers channel is configured without a service URL: only the install says it.
+    unconfigured = rig.settings.model_copy(
+        update={
+            "approvers": ConversationTarget(channel_id=APPROVERS_CHANNEL, tenant_id=TENANT),
+            "security_channel": None,
+        }
+    )
+    rig.teams.sender.settings = unconfigured
+    submitted = await gated_payment(rig)
+    assert await rig.drain() == 0  # not installed yet: held, not dropped
+    assert rig.connector.calls == [] and await rig.worker.backlog() > 0
+
+    answer = await rig.post(bot_added(rig, kind))
+    assert answer.status in (200, 201)
+    assert await rig.teams.sender.references.service_url(unconfigured.approvers) == rig.service_url
+    rig.advance(NOT_INSTALLED_SECONDS + 1)
+    await rig.drain()
+    posts = [c for c in rig.connector.calls if c.path == "/v3/conversations"]
+    assert len(posts) == 1
+    assert posts[0].body["channelData"]["channel"]["id"] == APPROVERS_CHANNEL
+    assert submitted.payload_hash_b64u in card_text(
+        posts[0].body["activity"]["attachments"][0]["content"]
+    )
+
+
+async def test_an_install_from_another_tenant_is_not_captured(rig: Rig) -> None:
+    other = "00000000-0000-4000-8000-0000000000ff"
+    activity = bot_added(rig, "installationUpdate")
+    activity["conversation"]["tenantId"] = other
+    activity["channelData"]["tenant"]["id"] = other
+    await rig.post(activity)
+    book = rig.teams.sender.references
+    assert await book.lookup("19:general@thread.tacv2") is None
+    target = ConversationTarget(channel_id="19:general@thread.tacv2", tenant_id=other)
+    assert await book.service_url(target) is None
+
+
+async def test_a_forged_install_is_401_and_captures_nothing(rig: Rig) -> None:
+    answer = await rig.post(bot_added(rig, "installationUpdate"), token="not.a.jwt")
+    assert answer.status == 401
+    assert await rig.teams.sender.references.lookup("19:general@thread.tacv2") is None

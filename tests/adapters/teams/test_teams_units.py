@@ -24,6 +24,7 @@ from adapters.teams.commands import (
 )
 from adapters.teams.outbound import DM_TOKEN, POST, UPDATE, TeamsNotifier
 from adapters.teams.package import build_package, render_manifest
+from adapters.teams.references import references_from
 from adapters.teams.settings import ConversationTarget, TeamsSettings, check_startup
 from core.cards import Card, ParamLine, ParamStyle
 from core.errors import ConfigError, KeyturnError
@@ -281,7 +282,12 @@ def test_the_outbox_never_holds_a_token_and_updates_coalesce() -> None:
     target = ConversationTarget(
         service_url="https://smba.example/", channel_id="19:a", tenant_id=GUID
     )
-    notifier = TeamsNotifier(store=None, settings=TeamsSettings(approvers=target), clock=None)  # type: ignore[arg-type]
+    notifier = TeamsNotifier(
+        store=None,  # type: ignore[arg-type]
+        settings=TeamsSettings(approvers=target),
+        clock=None,
+        signer_did="did:key:z6Mktest",
+    )
     created = notifier.messages_for(
         SimpleNamespace(kind="request", request_id="r-1", data={"created": True})
     )
@@ -292,3 +298,36 @@ def test_the_outbox_never_holds_a_token_and_updates_coalesce() -> None:
     kinds = {kind: (payload, c) for _, kind, payload, c in approved}
     assert kinds[UPDATE] == ({"request_id": "r-1"}, "card:r-1")
     assert kinds[DM_TOKEN][0] == {"request_id": "r-1"}  # minted at send time, never stored
+
+
+# ------------------------------------------------------------------ conversation references
+
+
+def _install(service_url: str, kind: str = "installationUpdate") -> Any:
+    return SimpleNamespace(
+        type=kind,
+        service_url=service_url,
+        conversation=SimpleNamespace(id="19:general@thread.tacv2;messageid=7"),
+        channel_data={"team": {"id": "19:general@thread.tacv2"}, "channel": {"id": "19:ops@x"}},
+    )
+
+
+def test_an_install_announces_its_team_channel_and_tenant() -> None:
+    refs = references_from(_install("https://smba.example/emea/"), tenant_id=GUID)
+    assert [r.key for r in refs] == [
+        "19:general@thread.tacv2",
+        "19:ops@x",
+        f"tenant:{GUID}",
+    ]
+    assert {r.service_url for r in refs} == {"https://smba.example/emea/"}
+
+
+def test_a_plain_http_service_url_is_never_captured_unless_loopback() -> None:
+    assert references_from(_install("http://smba.example/"), tenant_id=GUID) == []
+    assert references_from(_install("ftp://smba.example/"), tenant_id=GUID) == []
+    assert references_from(_install("http://127.0.0.1:9/"), tenant_id=GUID)
+
+
+def test_only_install_activities_without_a_tenant_capture_nothing() -> None:
+    assert references_from(_install("https://s.example/", kind="message"), tenant_id=GUID) == []
+    assert references_from(_install("https://s.example/"), tenant_id=None) == []
