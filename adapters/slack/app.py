@@ -15,7 +15,7 @@ recorded. A Slack retry (``X-Slack-Retry-Num``) of a click already counted is a 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
@@ -33,6 +33,7 @@ from adapters.slack.commands import (
     BreakglassTokenAsk,
     parse_breakglass,
 )
+from adapters.slack.links import remember_link
 from adapters.slack.ports import KeyturnService
 from adapters.slack.settings import SlackSettings
 from core.cards import time_left
@@ -142,6 +143,30 @@ def build_slack_app(
         except SlackApiError as e:
             log.warning("could not tell a Slack user about a refusal: %s", e.response.get("error"))
 
+    async def act(
+        body: Mapping[str, Any],
+        channel: str | None,
+        call: Callable[[IdentityRef], Awaitable[object]],
+        *,
+        retry: bool = False,
+    ) -> bool:
+        """Identify the clicker, run ``call``; refusals go to the clicker only.
+
+        On success the Slack user ↔ directory person link is recorded.
+        """
+        user_id = str(body["user"]["id"])
+        team = (body.get("team") or {}).get("id") or body["user"].get("team_id")
+        try:
+            identity = await who.identify(user_id, team)
+            await call(identity)
+        except KeyturnError as e:
+            if retry and e.reason_code == "ALREADY_DECIDED":
+                return False  # Slack re-sent a click we already counted
+            await ephemeral(channel, user_id, e.message)
+            return False
+        await remember_link(service, workspace_id=str(team), user_id=user_id, identity=identity)
+        return True
+
     async def decide(
         body: Mapping[str, Any],
         request_id: str,
@@ -152,11 +177,8 @@ def build_slack_app(
         reason: str | None = None,
         typed: str | None = None,
     ) -> None:
-        user_id = str(body["user"]["id"])
-        team = (body.get("team") or {}).get("id") or body["user"].get("team_id")
-        try:
-            identity = await who.identify(user_id, team)
-            await service.decide(
+        async def call(identity: IdentityRef) -> object:
+            return await service.decide(
                 request_id,
                 identity,
                 verdict,
@@ -164,10 +186,8 @@ def build_slack_app(
                 reason=reason,
                 typed_confirmation=typed,
             )
-        except KeyturnError as e:
-            if retry and e.reason_code == "ALREADY_DECIDED":
-                return  # Slack re-sent a click we already counted
-            await ephemeral(channel, user_id, e.message)
+
+        await act(body, channel, call, retry=retry)
 
     def _channel(body: Mapping[str, Any]) -> str | None:
         channel = body.get("channel") or {}
@@ -180,6 +200,34 @@ def build_slack_app(
         await decide(
             body, request_id, Verdict.APPROVE, channel=_channel(body), retry=_is_retry(request)
         )
+
+    @app.action(bk.REVOKE)
+    async def revoke(ack: Any, body: dict[str, Any]) -> None:
+        await ack()
+        request_id = str(body["actions"][0]["value"])
+
+        async def call(identity: IdentityRef) -> object:
+            # The card is redrawn through the outbox (the service publishes the change).
+            await service.revoke_breakglass(request_id, identity, reason="kill switch")
+            return None
+
+        await act(body, _channel(body), call)
+
+    @app.action(bk.ROLLBACK_DONE)
+    async def rollback_done(ack: Any, body: dict[str, Any]) -> None:
+        await ack()
+        channel = _channel(body)
+        try:
+            request_id, index = bk.read_step_value(str(body["actions"][0]["value"]))
+        except ValueError:
+            await ephemeral(channel, str(body["user"]["id"]), "This button is not keyturn's.")
+            return
+
+        async def call(identity: IdentityRef) -> object:
+            await service.rollback_step_done(request_id, index, identity)
+            return None
+
+        await act(body, channel, call)
 
     @app.action(bk.APPROVE_TYPED)
     async def approve_typed(ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:

@@ -16,11 +16,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from core.cards import Card, ParamStyle
+from core.requests import RequestState
 
 APPROVE = "keyturn_approve"
 APPROVE_TYPED = "keyturn_approve_typed"
 DENY = "keyturn_deny"
 SHOW_PAYLOAD = "keyturn_show_payload"
+REVOKE = "keyturn_revoke"
+ROLLBACK_DONE = "keyturn_rollback_done"
 DENY_VIEW = "keyturn_deny_reason"
 CONFIRM_VIEW = "keyturn_confirm_last4"
 REASON_BLOCK = "reason"
@@ -143,6 +146,8 @@ def card_blocks(card: Card) -> list[Block]:
     blocks.extend(sections([*needs, *so_far, f"_{escape(card.progress_line)}_"]))
     if card.status_line is not None:
         blocks.extend(sections([f"*{escape(card.status_line)}*"]))
+    if window_open(card):
+        blocks.append(_window_block(card))
     if card.pending:
         blocks.append(_actions(card))
     blocks.append(
@@ -151,6 +156,97 @@ def card_blocks(card: Card) -> list[Block]:
             "elements": [{"type": "mrkdwn", "text": f"request {escape(card.request_id)}"}],
         }
     )
+    return blocks
+
+
+def window_open(card: Card) -> bool:
+    """A break-glass window is open: the card carries the kill switch."""
+    return card.breakglass and card.state is RequestState.APPROVED and bool(card.window_line)
+
+
+def _window_block(card: Card) -> Block:
+    # "Window open until 11:32 UTC · [Revoke]": the kill switch sits next to the window.
+    return {
+        "type": "section",
+        "block_id": f"window:{card.request_id}"[:255],
+        "text": {"type": "mrkdwn", "text": f"*{escape(card.window_line or '')}*"},
+        "accessory": {
+            "type": "button",
+            "action_id": REVOKE,
+            "value": card.request_id,
+            "style": "danger",
+            "text": _plain("Revoke"),
+            "confirm": {
+                "title": _plain("Revoke this window?", 100),
+                "text": {
+                    "type": "mrkdwn",
+                    "text": (
+                        f"Close the break-glass window of *{escape(card.route)}* now and "
+                        "revoke its token?"
+                    )[:300],
+                },
+                "confirm": _plain("Revoke", 30),
+                "deny": _plain("Cancel", 30),
+                "style": "danger",
+            },
+        },
+    }
+
+
+def step_value(request_id: str, index: int) -> str:
+    """The ``value`` of a rollback step's Done button."""
+    return f"{request_id}#{index}"
+
+
+def read_step_value(value: str) -> tuple[str, int]:
+    """``(request_id, step index)`` from a Done button's value.
+
+    Raises:
+        ValueError: the value is not keyturn's.
+    """
+    request_id, sep, index = value.rpartition("#")
+    if not sep or not request_id or not index.isdigit() or len(index) > 4:
+        raise ValueError("not a rollback step button")
+    return request_id, int(index)
+
+
+def checklist_text(request_id: str, steps: Sequence[str], done: Mapping[int, str]) -> str:
+    """The notification text of a rollback checklist."""
+    return f"Rollback checklist for {request_id}: {len(done)} of {len(steps)} steps done"
+
+
+def checklist_blocks(
+    request_id: str, route: str, steps: Sequence[str], done: Mapping[int, str]
+) -> list[Block]:
+    """The rollback checklist: one Done button per step; a done step shows who did it.
+
+    ``done`` maps a step index to its line ("Carol Diaz at 11:40 UTC").
+    """
+    blocks: list[Block] = [
+        {"type": "header", "text": _plain(f"Rollback checklist · {route}", HEADER_MAX)},
+        _section(
+            f"The break-glass window of request {_code(request_id)} is closed. Mark each "
+            "declared rollback step done when it is; every click is receipted."
+        ),
+    ]
+    for index, step in enumerate(steps[:45]):
+        line = f"{index + 1}. {escape(step)}"[: SECTION_MAX - 200]
+        if index in done:
+            blocks.append(_section(f"~{line}~\n✅ done by {escape(done[index])}"))
+            continue
+        block = _section(line)
+        block["block_id"] = f"step:{index}"
+        block["accessory"] = {
+            "type": "button",
+            "action_id": ROLLBACK_DONE,
+            "value": step_value(request_id, index),
+            "style": "primary",
+            "text": _plain("Done"),
+        }
+        blocks.append(block)
+    if len(steps) > 45:
+        blocks.append(_section("More steps than Slack can show; see the web console."))
+    blocks.append(_section(f"_{len(done)} of {len(steps)} steps done_"))
     return blocks
 
 

@@ -8,7 +8,12 @@
   folds consecutive ones into one message.
 * A request that ends (approved, denied, expired) queues a DM to its requester when
   the requester is a person in the directory (agents have no Slack account).
-* A break-glass rollback checklist is posted to the security feed.
+* A break-glass rollback checklist (key ``checklist:<request id>``) is posted to the
+  security channel with one Done button per step, and redrawn in place after each
+  click (who did which step is read back from the step's receipt, never from Slack).
+* ``chat.update`` is Tier 3 (about 50 per minute for the whole app): updates are
+  spaced by :class:`MethodPace` on top of the worker's per-channel pace, so a storm of
+  card changes never turns into 429s.
 
 Tokens never enter the outbox: a break-glass requester fetches theirs with
 ``/breakglass token <id>``, answered ephemerally.
@@ -16,6 +21,8 @@ Tokens never enter the outbox: a break-glass requester fetches theirs with
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -33,11 +40,20 @@ from adapters.outbox import (
     checkpoint_payload,
     receipt_payload,
 )
-from adapters.slack.blocks import card_blocks, escape, fallback_text, feed_blocks, sections
+from adapters.slack.blocks import (
+    card_blocks,
+    checklist_blocks,
+    checklist_text,
+    escape,
+    fallback_text,
+    feed_blocks,
+    sections,
+)
 from adapters.slack.ports import KeyturnService
 from adapters.slack.settings import SlackSettings
 from adapters.store import MessageRef
 from core.identity import IdentityKind, IdentityRef
+from core.receipts import ReceiptKind, receipt_from_payload
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +61,9 @@ PLATFORM = "slack"
 CARD = "card"
 TEXT = "text"
 OUTCOME_DM = "outcome_dm"
+CHECKLIST = "checklist"
+#: Slack's Tier 3 is "50+ per minute"; 1.25 s apart stays under 50 in any minute.
+UPDATE_INTERVAL_SECONDS = 1.25
 DM_CHANNEL = "dm"  # outbox channel "slack:dm:<object id>": DMs queue per person
 FINAL_STATES = frozenset({"approved", "denied", "expired"})
 
@@ -71,17 +90,46 @@ def translate_error(e: SlackApiError) -> Exception:
     return DeliveryFailed(f"slack error {code or status}")
 
 
+class MethodPace:
+    """Spaces calls of one Web API method app-wide (the worker paces per channel)."""
+
+    def __init__(self, interval_seconds: float) -> None:
+        if interval_seconds < 0:
+            raise ValueError("a pace is ≥ 0 s")
+        self._interval = interval_seconds
+        self._next = 0.0
+        self._lock = asyncio.Lock()
+
+    async def wait(self) -> None:
+        """Return when the next call may go out (and book that slot)."""
+        async with self._lock:
+            loop = asyncio.get_running_loop()
+            delay = self._next - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self._next = loop.time() + self._interval
+
+
 class SlackSender:
     """The outbox sender for ``slack:*`` channels."""
 
-    def __init__(self, service: KeyturnService, client: AsyncWebClient) -> None:
+    def __init__(
+        self,
+        service: KeyturnService,
+        client: AsyncWebClient,
+        *,
+        update_interval_seconds: float = UPDATE_INTERVAL_SECONDS,
+    ) -> None:
         self._service = service
         self._client = client
+        self._updates = MethodPace(update_interval_seconds)
 
     async def __call__(self, delivery: Delivery) -> None:
         try:
             if delivery.kind == CARD:
                 await self._card(delivery.channel, str(delivery.payload["request_id"]))
+            elif delivery.kind == CHECKLIST:
+                await self._checklist(delivery.channel, str(delivery.payload["request_id"]))
             elif delivery.kind == OUTCOME_DM:
                 await self._outcome_dm(str(delivery.payload["request_id"]))
             elif delivery.kind in (FEED, TEXT):
@@ -98,17 +146,56 @@ class SlackSender:
     async def _card(self, channel: str, request_id: str) -> None:
         view = await self._service.view(request_id)
         card = view.card
-        text, blocks = fallback_text(card), card_blocks(card)
+        await self._post_or_update(
+            channel, request_id, CARD, fallback_text(card), card_blocks(card)
+        )
+
+    async def _checklist(self, channel: str, request_id: str) -> None:
+        view = await self._service.view(request_id)
+        steps = list(view.card.rollback_steps)
+        if not steps:
+            return  # nothing was declared: nothing to tick off
+        done = await self.steps_done(request_id)
+        await self._post_or_update(
+            channel,
+            request_id,
+            CHECKLIST,
+            checklist_text(request_id, steps, done),
+            checklist_blocks(request_id, view.card.route, steps, done),
+        )
+
+    async def steps_done(self, request_id: str) -> dict[int, str]:
+        """Who marked which rollback step done, read from the request's receipts."""
+        done: dict[int, str] = {}
+        async with self._service.rt.store.unit_of_work(read_only=True) as uow:
+            for index in await uow.jobs.receipt_indexes(request_id):
+                (entry,) = await uow.log.entries(index, index + 1)
+                try:
+                    receipt = receipt_from_payload(json.loads(entry)["payload"])
+                except (KeyError, TypeError, ValueError):
+                    continue
+                if receipt.kind is not ReceiptKind.BREAKGLASS_ROLLED_BACK:
+                    continue
+                step = receipt.details.get("step_index")
+                if isinstance(step, int) and step not in done:
+                    who = receipt.actor_name or receipt.actor
+                    done[step] = f"{who} at {receipt.timestamp:%H:%M} UTC"
+        return done
+
+    async def _post_or_update(
+        self, channel: str, request_id: str, kind: str, text: str, blocks: list[dict[str, Any]]
+    ) -> None:
         store = self._service.rt.store
         now = self._service.rt.clock.now()
         async with store.unit_of_work(read_only=True) as uow:
             refs = [
                 r
                 for r in await uow.messages.for_request(request_id, platform=PLATFORM)
-                if r.channel == channel and r.kind == CARD
+                if r.channel == channel and r.kind == kind
             ]
         if refs:
             ref = refs[-1]
+            await self._updates.wait()
             await self._client.chat_update(
                 channel=channel, ts=ref.message_id, text=text, blocks=blocks
             )
@@ -124,7 +211,7 @@ class SlackSender:
                     platform=PLATFORM,
                     channel=str(posted.get("channel") or channel),
                     message_id=ts,
-                    kind=CARD,
+                    kind=kind,
                     posted_at=now,
                     request_id=request_id,
                 )
@@ -195,9 +282,15 @@ class SlackPublisher:
                 self._security, FEED, checkpoint_payload(data["note"], self._signer_did)
             )
         elif kind == "rollback_checklist" and request_id:
-            steps = data.get("rollback_steps") or []
-            text = "\n".join(
-                [f"Rollback checklist for {request_id}:"]
-                + [f"{n}. {step}" for n, step in enumerate(steps, start=1)]
-            )
-            await self._worker.enqueue(self._security, TEXT, {"text": text})
+            await self._checklist(request_id)
+        if kind == "request" and request_id and "rollback_step_done" in data:
+            await self._checklist(request_id)
+
+    async def _checklist(self, request_id: str) -> None:
+        # One pending checklist message per request: a burst of Done clicks is one update.
+        await self._worker.enqueue(
+            self._security,
+            CHECKLIST,
+            {"request_id": request_id},
+            coalesce_key=f"checklist:{request_id}",
+        )

@@ -17,6 +17,8 @@ from adapters.slack.app import build_slack_app
 from adapters.slack.delivery import PLATFORM, SlackPublisher, SlackSender
 from adapters.slack.ports import KeyturnService
 from adapters.slack.settings import SlackSettings
+from adapters.slack.socket import ClaimingSocketModeHandler, run_socket_mode
+from adapters.store.slack_claims import SlackEnvelopeClaims
 
 EVENTS_PATH = "/slack/events"
 
@@ -30,6 +32,7 @@ class SlackSurface:
     sender: SlackSender
     publisher: SlackPublisher
     owns_worker: bool
+    socket: ClaimingSocketModeHandler | None = None
 
 
 def mount_slack(
@@ -43,6 +46,9 @@ def mount_slack(
     path: str = EVENTS_PATH,
 ) -> SlackSurface:
     """Add ``POST {path}`` for Slack's events, interactivity and slash commands.
+
+    With ``settings.socket_mode`` no route is added: a Socket Mode connection runs
+    with ``web_app`` instead (each envelope claimed once across replicas).
 
     Subscribes to the service's hub (cards, feed, DMs go through the outbox). With
     ``outbox`` given (shared with Teams), the Slack sender is registered on it and the
@@ -68,7 +74,27 @@ def mount_slack(
         # Bolt sees the raw body exactly as received: the signature covers those bytes.
         return await to_aiohttp_response(await app.async_dispatch(await to_bolt_request(request)))
 
-    web_app.router.add_post(path, events)
+    socket: ClaimingSocketModeHandler | None = None
+    if settings.socket_mode and settings.app_token is not None:
+        socket = ClaimingSocketModeHandler(
+            app,
+            settings.app_token.get_secret_value(),
+            claims=SlackEnvelopeClaims(service.rt.store),
+            clock=service.rt.clock,
+        )
+        handler = socket
+
+        async def run_socket(_: web.Application) -> AsyncIterator[None]:
+            stop = asyncio.Event()
+            task = asyncio.create_task(run_socket_mode(handler, stop))
+            yield
+            stop.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        web_app.cleanup_ctx.append(run_socket)
+    else:
+        web_app.router.add_post(path, events)
     if owns:
 
         async def run_worker(_: web.Application) -> AsyncIterator[None]:
@@ -81,4 +107,4 @@ def mount_slack(
                 await task
 
         web_app.cleanup_ctx.append(run_worker)
-    return SlackSurface(app, worker, sender, publisher, owns)
+    return SlackSurface(app, worker, sender, publisher, owns, socket)

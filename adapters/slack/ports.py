@@ -97,3 +97,7 @@ class KeyturnService(Protocol):
     async def revoke_breakglass(
         self, request_id: str, by: IdentityRef, *, reason: str = "kill switch"
     ) -> None: ...
+
+    async def rollback_step_done(
+        self, request_id: str, step_index: int, by: IdentityRef
+    ) -> None: ...

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, SecretStr, field_validator, model_validator
 
 
 class SlackSettings(BaseModel):
@@ -16,6 +16,9 @@ class SlackSettings(BaseModel):
         security_channel: channel id of the security feed (receipts, checkpoints).
         workspace_id: the Slack team id; requests from any other workspace are refused.
         min_interval_seconds: pace per channel (Slack allows about 1 message/s).
+        socket_mode: receive Slack's requests over a Socket Mode WebSocket instead of
+            ``POST /slack/events`` (for workspaces that cannot reach keyturn by URL).
+        app_token: the app-level ``xapp-`` token Socket Mode connects with.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -26,6 +29,8 @@ class SlackSettings(BaseModel):
     security_channel: str
     workspace_id: str
     min_interval_seconds: float = 1.0
+    socket_mode: bool = False
+    app_token: SecretStr | None = None
 
     @field_validator("bot_token", "signing_secret")
     @classmethod
@@ -40,3 +45,10 @@ class SlackSettings(BaseModel):
         if not value.strip():
             raise ValueError("must not be empty")
         return value.strip()
+
+    @model_validator(mode="after")
+    def _socket_mode_has_its_token(self) -> SlackSettings:
+        token = self.app_token.get_secret_value().strip() if self.app_token else ""
+        if self.socket_mode and not token.startswith("xapp-"):
+            raise ValueError("socket_mode needs the app-level token (app_token, xapp-…)")
+        return self

@@ -334,3 +334,13 @@ bundles = Table(
     Column("envelope", JSON, nullable=False),
     Column("sealed_at", UtcDateTime, nullable=False),
 )
+
+# Revision 0004: a Slack Socket Mode envelope id, claimed by the one replica that
+# processes it (the primary key is the claim: a second INSERT finds the row).
+slack_envelopes = Table(
+    "slack_envelopes",
+    metadata,
+    Column("envelope_id", Name, primary_key=True),
+    Column("claimed_at", UtcDateTime, nullable=False),
+    Index("ix_slack_envelopes_claimed_at", "claimed_at"),
+)
