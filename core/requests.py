@@ -94,6 +94,9 @@ class RequestBinding:
     plan_hash: str | None = None
     span_id: str | None = None
     breakglass_window_seconds: int | None = None
+    # Derived from the fields above, so left out of equality and repr. Hashed once
+    # here: every status poll, card and receipt reads it (JCS + SHA-256 each time).
+    _request_hash: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("request_id", "job_id", "tool_route", "requester"):
@@ -105,6 +108,7 @@ class RequestBinding:
             raise ValueError("payload_hash_b64u is not a base64url SHA-256")
         if require_aware(self.expires_at) <= require_aware(self.created_at):
             raise ValueError("a request must expire after it is created")
+        object.__setattr__(self, "_request_hash", canonical.jcs_sha256_b64u(self.to_json()))
 
     def to_json(self) -> dict[str, Any]:
         """The binding as JSON, absent optional fields omitted."""
@@ -130,7 +134,7 @@ class RequestBinding:
 
     @property
     def request_hash_b64u(self) -> str:
-        return canonical.jcs_sha256_b64u(self.to_json())
+        return self._request_hash
 
 
 @dataclass(frozen=True, slots=True)

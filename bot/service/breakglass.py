@@ -311,7 +311,10 @@ async def close_window(
     await kt.rt.hub.publish(Event("request", request_id, data))
     if request.breakglass is not None:
         await kt.rt.hub.publish(Event("rollback_checklist", request_id, data))
-    await kt._seal_quietly(request_id)
+        executions = getattr(kt, "executions", None)  # bot.service.execution.install
+        if executions is not None:  # before sealing, so the rollback is in the bundle
+            await executions.on_window_closed(request_id, reason=reason)
+    await kt._seal_later(request_id)
     return 1
 
 

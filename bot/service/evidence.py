@@ -53,6 +53,9 @@ class Evidence:
         self._interval = checkpoint_interval
         self._log: ReceiptLog | None = None
         self._lock = asyncio.Lock()
+        # after_commit callers so far, and how many of them the last sync covered.
+        self._requested = 0
+        self._covered = 0
 
     @property
     def origin(self) -> str:
@@ -92,7 +95,7 @@ class Evidence:
     async def after_commit(self, recorded: Sequence[Recorded], now: datetime) -> None:
         """Catch the tree up, checkpoint if due, and publish the receipts to the feeds."""
         try:
-            await self.sync(now)
+            await self._catch_up(now)
         except Exception:
             log.exception("receipt log sync failed; the next sync retries")
         for item in recorded:
@@ -104,26 +107,49 @@ class Evidence:
                 )
             )
 
+    async def _catch_up(self, now: datetime) -> None:
+        """:meth:`sync`, shared by every caller that arrives while one is queued.
+
+        A sync that *starts* after a caller's commit covers it (it reads the store's
+        size afterwards), so under a burst of commits the callers waiting for the lock
+        are served by one read instead of one each, and still return only once the
+        tree holds their leaves.
+        """
+        self._requested += 1
+        ticket = self._requested
+        async with self._lock:
+            if self._covered >= ticket:
+                return
+            covers = self._requested
+            await self._sync_locked(now, force_checkpoint=False)
+            self._covered = covers
+
     async def sync(self, now: datetime, *, force_checkpoint: bool = False) -> Checkpoint | None:
         """Bring the tree to the store's size and sign a checkpoint when due (or forced)."""
         async with self._lock:
-            tree = self._require()
-            async with self._store.unit_of_work() as uow:
-                size = await uow.log.size()
-                if size > tree.size:
-                    tree.catch_up(await uow.log.leaf_hashes(tree.size, size))
-                latest = tree.latest_checkpoint
-                due = tree.size > 0 and (
-                    (force_checkpoint and (latest is None or latest.size < tree.size))
-                    or tree.checkpoint_due(now)
-                )
-                if not due:
-                    return None
-                checkpoint = tree.checkpoint(now)
-                stored = await uow.log.latest_checkpoint()
-                if stored is None or stored[0] < checkpoint.size:
-                    await uow.log.add_checkpoint(checkpoint.size, checkpoint.signed_note, at=now)
-                await uow.commit()
+            return await self._sync_locked(now, force_checkpoint=force_checkpoint)
+
+    async def _sync_locked(self, now: datetime, *, force_checkpoint: bool) -> Checkpoint | None:
+        tree = self._require()
+        # Reading needs no write lock: the tree only ever takes committed leaves, and
+        # most syncs end here (no checkpoint due), so they never queue behind writers.
+        async with self._store.unit_of_work(read_only=True) as uow:
+            size = await uow.log.size()
+            if size > tree.size:
+                tree.catch_up(await uow.log.leaf_hashes(tree.size, size))
+        latest = tree.latest_checkpoint
+        due = tree.size > 0 and (
+            (force_checkpoint and (latest is None or latest.size < tree.size))
+            or tree.checkpoint_due(now)
+        )
+        if not due:
+            return None
+        checkpoint = tree.checkpoint(now)
+        async with self._store.unit_of_work() as uow:
+            stored = await uow.log.latest_checkpoint()
+            if stored is None or stored[0] < checkpoint.size:
+                await uow.log.add_checkpoint(checkpoint.size, checkpoint.signed_note, at=now)
+            await uow.commit()
         await self._hub.publish(
             Event("checkpoint", None, {"size": checkpoint.size, "note": checkpoint.signed_note})
         )

@@ -13,7 +13,6 @@ Failing closed: every refusal is a :mod:`core.errors` exception with a reason co
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import secrets
@@ -107,6 +106,9 @@ class Keyturn:
         self._policies: dict[str, Policy] = {}
         # request id → when approvers were last reminded (in this process only).
         self._reminded: dict[str, datetime] = {}
+        # Final requests waiting to be sealed by the scheduler (in this process only;
+        # bundle() seals on demand whatever is missed here). Insertion-ordered.
+        self._to_seal: dict[str, None] = {}
 
     # ------------------------------------------------------------------ policies
 
@@ -403,37 +405,66 @@ class Keyturn:
     async def request_status(
         self, *, cst: str, request_id: str, wait_seconds: float = 0
     ) -> RequestStatus:
-        """Long-poll a request; once approved, hand the requesting agent its grant and token."""
-        deadline = asyncio.get_running_loop().time() + max(0.0, wait_seconds)
-        first_state: str | None = None
+        """Long-poll a request; once approved, hand the requesting agent its grant and token.
+
+        Every answer comes from :meth:`_status_once` (token verified, ownership checked,
+        a job token minted once approved). In between, a change made in this process
+        wakes the poll at once; changes made by other replicas are found by re-reading
+        only the request's state every second, which is all a waiting poll needs.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, wait_seconds)
+        full = True
+        status: RequestStatus | None = None
         while True:
             waiter = self.rt.hub.waiter(request_id)
             try:
-                status = await self._status_once(cst, request_id)
-                if first_state is None:
-                    first_state = status.state
-                remaining = deadline - asyncio.get_running_loop().time()
-                if status.state != "pending" or remaining <= 0:
-                    return status
-                # Wake on a change in this process, or re-read the store every second
-                # for changes made by other replicas.
-                with contextlib.suppress(TimeoutError):
+                if full or status is None:
+                    status = await self._status_once(cst, request_id)
+                    if status.state != "pending":
+                        return status
+                elif not await self._still_pending(request_id):
+                    full = True
+                    continue
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    # A fresh, verified answer, not the one from the start of the wait.
+                    return status if full else await self._status_once(cst, request_id)
+                try:
                     await asyncio.wait_for(waiter.wait(), timeout=min(1.0, remaining))
+                    full = True  # changed in this process
+                except TimeoutError:
+                    full = False
             finally:
                 self.rt.hub.forget(request_id, waiter)
 
+    async def _still_pending(self, request_id: str) -> bool:
+        async with self.rt.store.unit_of_work(read_only=True) as uow:
+            request = await uow.requests.get(request_id)
+        return request.state is RequestState.PENDING
+
     async def _status_once(self, cst: str, request_id: str) -> RequestStatus:
         now = self.rt.clock.now()
+        # Most polls find the request still pending: answer those from a read-only unit,
+        # which takes no write lock. Only an approved request mints anything, and then
+        # the whole read is done again under the write lock before minting.
+        async with self.rt.store.unit_of_work(read_only=True) as uow:
+            token = await self._verify_token(uow, cst, now)
+            view = await self._own_view(uow, token, request_id, now)
+        if self._grant_ready(view):
+            return await self._status_minting(cst, request_id)
+        return self._status(view, None)
+
+    async def _status_minting(self, cst: str, request_id: str) -> RequestStatus:
+        """The status of an approved request, with a fresh job token (minted and receipted)."""
+        now = self.rt.clock.now()
         recorded: list[Recorded] = []
+        job_token: ScopedToken | None = None
         async with self.rt.store.unit_of_work() as uow:
             token = await self._verify_token(uow, cst, now)
-            view = await self._view(uow, request_id, now)
+            view = await self._own_view(uow, token, request_id, now)
             request = view.request
-            if token.sub != request.binding.requester or token.mission_id != request.binding.job_id:
-                raise StoreError("NOT_FOUND", f"no request {request_id} for this agent")
-            prog = progress(request, view.decisions)
-            job_token: ScopedToken | None = None
-            if request.state is RequestState.APPROVED and view.grant is not None:
+            if self._grant_ready(view) and view.grant is not None:
                 job_token = self._job_token(request, view.policy, view.grant, now)
                 await uow.tokens.add(
                     _token_record(job_token, job_id=request.binding.job_id, request_id=request_id)
@@ -448,8 +479,26 @@ class Keyturn:
                 )
                 await uow.commit()
         await self.evidence.after_commit(recorded, now)
+        return self._status(view, job_token)
+
+    async def _own_view(
+        self, uow: SqlUnitOfWork, token: ScopedToken, request_id: str, now: datetime
+    ) -> RequestView:
+        view = await self._view(uow, request_id, now)
+        binding = view.request.binding
+        if token.sub != binding.requester or token.mission_id != binding.job_id:
+            raise StoreError("NOT_FOUND", f"no request {request_id} for this agent")
+        return view
+
+    @staticmethod
+    def _grant_ready(view: RequestView) -> bool:
+        return view.request.state is RequestState.APPROVED and view.grant is not None
+
+    def _status(self, view: RequestView, job_token: ScopedToken | None) -> RequestStatus:
+        request = view.request
+        prog = progress(request, view.decisions)
         return RequestStatus(
-            request_id=request_id,
+            request_id=request.request_id,
             state=str(request.state),
             tool_route=request.binding.tool_route,
             payload_hash_b64u=request.binding.payload_hash_b64u,
@@ -461,7 +510,7 @@ class Keyturn:
             grant=view.grant.envelope if (job_token and view.grant) else None,
             job_token=job_token.compact if job_token else None,
             job_token_expires_at=job_token.expires_at if job_token else None,
-            bundle_url=f"{self.rt.public_url}/v1/bundles/{request_id}",
+            bundle_url=f"{self.rt.public_url}/v1/bundles/{request.request_id}",
             approved_by=tuple(
                 d.approver_name for d in view.decisions if d.verdict is Verdict.APPROVE
             ),
@@ -572,7 +621,7 @@ class Keyturn:
         self._observe_decision(request, after, now)
         await self.rt.hub.publish(Event("request", request_id, {"state": str(after.state)}))
         if after.state in (RequestState.DENIED, RequestState.CONSUMED):
-            await self._seal_quietly(request_id)
+            await self._seal_later(request_id)
         prog = progress(after, [*decisions, decision])
         return DecisionRecorded(
             request_id=request_id,
@@ -682,7 +731,7 @@ class Keyturn:
         await self.evidence.after_commit(recorded, now)
         self.rt.observe("cancelled")
         await self.rt.hub.publish(Event("request", request_id, {"state": "cancelled"}))
-        await self._seal_quietly(request_id)
+        await self._seal_later(request_id)
 
     @guarded
     async def run_due(self) -> int:
@@ -709,6 +758,7 @@ class Keyturn:
                 request_id, now, revoked_by=None, reason="timebox_expired"
             )
         await self._remind(now)
+        await self.seal_pending()
         await self.evidence.sync(now)
         return changed
 
@@ -779,7 +829,7 @@ class Keyturn:
         await self.evidence.after_commit(recorded, now)
         self.rt.observe("expired")
         await self.rt.hub.publish(Event("request", request_id, {"state": "expired"}))
-        await self._seal_quietly(request_id)
+        await self._seal_later(request_id)
         return 1
 
     # ------------------------------------------------------------------ gate
@@ -874,7 +924,7 @@ class Keyturn:
             self.rt.observe(str(after.state))
         await self.rt.hub.publish(Event("request", request.request_id, {"state": str(after.state)}))
         if after.state is RequestState.CONSUMED:
-            await self._seal_quietly(request.request_id)
+            await self._seal_later(request.request_id)
         return GatePassed(
             grant_id=passed.grant.grant_id,
             request_id=request.request_id,
@@ -962,11 +1012,34 @@ class Keyturn:
 
     # ------------------------------------------------------------------ sealing
 
-    async def _seal_quietly(self, request_id: str) -> None:
-        try:
-            await self.seal(request_id)
-        except Exception:
-            log.exception("sealing %s failed; it will be retried on demand", request_id)
+    async def _seal_later(self, request_id: str) -> None:
+        """Queue a request that reached a final state for sealing by the scheduler.
+
+        Sealing (a checkpoint, the whole bundle verified, a receipt) is milliseconds of
+        work per request that nobody on the request path waits for, so it is batched in
+        :meth:`seal_pending`. :meth:`bundle` still seals on demand.
+        """
+        self._to_seal[request_id] = None
+
+    async def seal_pending(self, *, batch: int = 100) -> int:
+        """Seal the requests queued so far, ``batch`` at a time; returns how many.
+
+        Only those queued when it starts: under steady load new ones keep arriving, and
+        the scheduler's other work (expiry, lapsed windows) must not wait behind them.
+        """
+        from bot.service.sealing import seal_requests
+
+        queued = list(self._to_seal)
+        sealed = 0
+        for start in range(0, len(queued), batch):
+            ids = queued[start : start + batch]
+            try:
+                sealed += len(await seal_requests(self, ids))
+            except Exception:
+                log.exception("sealing %d requests failed; they are sealed on demand", len(ids))
+            for request_id in ids:
+                self._to_seal.pop(request_id, None)
+        return sealed
 
     async def seal(self, request_id: str) -> Mapping[str, Any]:
         """Seal (once) the proof bundle of a request in a final state."""

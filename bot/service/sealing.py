@@ -1,19 +1,32 @@
-"""Sealing a finished request into its proof bundle (once), and receipting the seal."""
+"""Sealing finished requests into their proof bundles (once each), and receipting the seals.
+
+Sealing is off the request path: the use cases queue a request when it reaches a final
+state and the scheduler (:meth:`Keyturn.run_due`) seals the queue in batches, with one
+checkpoint and one commit per batch. :meth:`Keyturn.bundle` seals on demand, so a
+request whose queued seal was lost (a restart) or failed is sealed when first asked for.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Mapping
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from adapters.store import SqlUnitOfWork
 from bot.service.runtime import new_id
 from core import receipt_events as events
 from core.bundle import seal_bundle
-from core.errors import BundleError
+from core.errors import BundleError, KeyturnError
 from core.requests import RequestState
 
 if TYPE_CHECKING:
-    from bot.service.keyturn import Keyturn
+    from bot.service.keyturn import Keyturn, RequestView
+
+log = logging.getLogger(__name__)
 
 #: States after which nothing more can happen to a request (break-glass windows
 #: close as REVOKED or EXPIRED; a plain approval ends CONSUMED or EXPIRED).
@@ -28,6 +41,61 @@ SEALABLE = frozenset(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class _Evidence:
+    """What one bundle is sealed from, read in one snapshot."""
+
+    view: RequestView
+    wpc: Mapping[str, Any]
+    receipts: list[tuple[int, Any]]
+
+    @property
+    def covers(self) -> int:
+        """The tree size a checkpoint must reach to cover every receipt."""
+        return max(index for index, _ in self.receipts) + 1 if self.receipts else 0
+
+
+async def _gather(
+    kt: Keyturn, uow: SqlUnitOfWork, request_id: str, now: datetime
+) -> Mapping[str, Any] | _Evidence:
+    """The stored bundle, or the evidence to seal one from.
+
+    Raises:
+        BundleError: ``NOT_SEALED`` while the request can still change.
+        StoreError: ``NOT_FOUND`` for an unknown request.
+    """
+    stored = await uow.jobs.bundle(request_id)
+    if stored is not None:
+        return stored
+    view = await kt._view(uow, request_id, now)
+    if view.request.state not in SEALABLE:
+        raise BundleError(
+            "NOT_SEALED",
+            f"request {request_id} is {view.request.state}; it is sealed when final",
+        )
+    wpc = (await uow.policies.get(view.request.binding.policy_hash_b64u)).document
+    receipts = []
+    for index in await uow.jobs.receipt_indexes(request_id):
+        entry = (await uow.log.entries(index, index + 1))[0]
+        receipts.append((index, json.loads(entry)))
+    return _Evidence(view, wpc, receipts)
+
+
+def _seal(kt: Keyturn, evidence: _Evidence, checkpoint: Any, now: datetime) -> dict[str, Any]:
+    return seal_bundle(
+        evidence.view.request,
+        wpc=evidence.wpc,
+        receipts=evidence.receipts,
+        proofs=kt.evidence.proofs,
+        checkpoint=checkpoint,
+        signer=kt.rt.signer,
+        bundle_id=new_id("b"),
+        now=now,
+        grant=evidence.view.grant,
+        trusted_policy_issuers=kt.trusted_issuers or None,
+    )
+
+
 async def seal_request(kt: Keyturn, request_id: str) -> Mapping[str, Any]:
     """The request's sealed bundle, sealing it now if it is final and not yet sealed.
 
@@ -37,34 +105,11 @@ async def seal_request(kt: Keyturn, request_id: str) -> Mapping[str, Any]:
     """
     now = kt.rt.clock.now()
     async with kt.rt.store.unit_of_work(read_only=True) as uow:
-        stored = await uow.jobs.bundle(request_id)
-        if stored is not None:
-            return stored
-        view = await kt._view(uow, request_id, now)
-        if view.request.state not in SEALABLE:
-            raise BundleError(
-                "NOT_SEALED",
-                f"request {request_id} is {view.request.state}; it is sealed when final",
-            )
-        wpc = (await uow.policies.get(view.request.binding.policy_hash_b64u)).document
-        indexes = await uow.jobs.receipt_indexes(request_id)
-        receipts = []
-        for index in indexes:
-            entry = (await uow.log.entries(index, index + 1))[0]
-            receipts.append((index, json.loads(entry)))
-    checkpoint = await kt.evidence.checkpoint_covering(now, max(indexes) + 1 if indexes else 0)
-    bundle = seal_bundle(
-        view.request,
-        wpc=wpc,
-        receipts=receipts,
-        proofs=kt.evidence.proofs,
-        checkpoint=checkpoint,
-        signer=kt.rt.signer,
-        bundle_id=new_id("b"),
-        now=now,
-        grant=view.grant,
-        trusted_policy_issuers=kt.trusted_issuers or None,
-    )
+        found = await _gather(kt, uow, request_id, now)
+    if not isinstance(found, _Evidence):
+        return found
+    checkpoint = await kt.evidence.checkpoint_covering(now, found.covers)
+    bundle = _seal(kt, found, checkpoint, now)
     async with kt.rt.store.unit_of_work() as uow:
         if not await uow.jobs.save_bundle(request_id, bundle, at=now):
             stored = await uow.jobs.bundle(request_id)
@@ -73,9 +118,62 @@ async def seal_request(kt: Keyturn, request_id: str) -> Mapping[str, Any]:
         recorded = [
             await kt.evidence.record(
                 uow,
-                events.bundle_sealed(view.request, bundle, receipt_id=kt.evidence.new_receipt_id()),
+                events.bundle_sealed(
+                    found.view.request, bundle, receipt_id=kt.evidence.new_receipt_id()
+                ),
             )
         ]
         await uow.commit()
     await kt.evidence.after_commit(recorded, now)
     return bundle
+
+
+async def seal_requests(kt: Keyturn, request_ids: Sequence[str]) -> list[str]:
+    """Seal the final, unsealed requests among ``request_ids`` in one batch.
+
+    One read, one checkpoint covering them all, one commit for every bundle and its
+    ``bundle_sealed`` receipt. A request that cannot be sealed (not final, unknown, a
+    sealing error) is logged and skipped; one already sealed (here or by another
+    replica) counts as done. Returns the ids that are sealed now.
+    """
+    now = kt.rt.clock.now()
+    done: list[str] = []
+    todo: list[tuple[str, _Evidence]] = []
+    async with kt.rt.store.unit_of_work(read_only=True) as uow:
+        for request_id in request_ids:
+            try:
+                found = await _gather(kt, uow, request_id, now)
+            except KeyturnError as e:
+                log.warning("not sealing %s: %s", request_id, e.reason_code)
+                continue
+            if isinstance(found, _Evidence):
+                todo.append((request_id, found))
+            else:
+                done.append(request_id)
+    if not todo:
+        return done
+    checkpoint = await kt.evidence.checkpoint_covering(now, max(e.covers for _, e in todo))
+    sealed: list[tuple[str, _Evidence, dict[str, Any]]] = []
+    for request_id, evidence in todo:
+        try:
+            sealed.append((request_id, evidence, _seal(kt, evidence, checkpoint, now)))
+        except Exception:
+            log.exception("sealing %s failed; it will be sealed on demand", request_id)
+        await asyncio.sleep(0)  # each seal is milliseconds of CPU: let requests through
+    recorded = []
+    async with kt.rt.store.unit_of_work() as uow:
+        for request_id, evidence, bundle in sealed:
+            done.append(request_id)
+            if not await uow.jobs.save_bundle(request_id, bundle, at=now):
+                continue  # another replica sealed it first; theirs stands
+            recorded.append(
+                await kt.evidence.record(
+                    uow,
+                    events.bundle_sealed(
+                        evidence.view.request, bundle, receipt_id=kt.evidence.new_receipt_id()
+                    ),
+                )
+            )
+        await uow.commit()
+    await kt.evidence.after_commit(recorded, now)
+    return done

@@ -315,3 +315,26 @@ async def test_changing_the_policy_is_itself_gated_and_pinned_jobs_fail_closed(a
             cst=job.runner_token, job_id=job.job_id, tool_route="payments.transfer", params=PAYMENT
         )
     assert drift.value.reason_code == "TOKEN_POLICY_MISMATCH"
+
+
+async def test_final_requests_are_sealed_by_the_scheduler_once(app: App) -> None:
+    kt = app.service
+    job = await _job(app)
+    submitted = await kt.submit(
+        cst=job.runner_token,
+        job_id=job.job_id,
+        tool_route="storage.export",
+        params={"dataset": "customer_pii"},
+    )
+    rid = submitted.request_id or ""
+    await kt.decide(rid, person("bob"), Verdict.DENY, platform="t", reason="not today")
+    async with kt.rt.store.unit_of_work(read_only=True) as uow:
+        assert await uow.jobs.bundle(rid) is None  # sealing happens off the click path
+    await kt.run_due()
+    async with kt.rt.store.unit_of_work(read_only=True) as uow:
+        sealed = await uow.jobs.bundle(rid)
+    assert sealed is not None
+    await kt.run_due()
+    assert await kt.bundle(rid) == sealed  # sealed once; later runs do not re-seal
+    report = verify_bundle(sealed, trusted_keyturn_dids={kt.rt.signer.did}, now=kt.rt.clock.now())
+    assert report.outcome == "denied"
