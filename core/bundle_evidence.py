@@ -447,7 +447,13 @@ def _final_state(
         RequestState.CANCELLED,
     ):
         raise refuse("quorum was never met")
-    if (state is RequestState.CONSUMED) != bool(passes):
+    # A plain request is consumed exactly when the gate passed. A break-glass window
+    # stays open after its action ran through the gate, then closes (expired or revoked).
+    window_closed = request.breakglass is not None and state in (
+        RequestState.REVOKED,
+        RequestState.EXPIRED,
+    )
+    if (state is RequestState.CONSUMED) != bool(passes) and not window_closed:
         raise refuse("the gate log disagrees (consumed exactly when the gate passed once)")
     if state is RequestState.DENIED and denial is None:
         raise refuse("no eligible approver denied it")

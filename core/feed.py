@@ -47,6 +47,7 @@ _LABELS: dict[ReceiptKind, str] = {
     ReceiptKind.BREAKGLASS_REVOKED: "bg-revoke",
     ReceiptKind.BREAKGLASS_ROLLED_BACK: "bg-rollback",
     ReceiptKind.BUNDLE_SEALED: "sealed",
+    ReceiptKind.EXECUTOR_STEP: "exec",
 }
 # Minimum widths of the aligned columns: #index, kind, route, request, who.
 _WIDTHS = (0, 9, 17, 6, 10)
@@ -154,6 +155,14 @@ def receipt_cells(index: int, receipt: Receipt) -> tuple[str, ...]:
         step = receipt.details.get("step_index")
         number = step + 1 if isinstance(step, int) and not isinstance(step, bool) else "?"
         cells = (_who(receipt), f"step {number} done", _detail(receipt, "step"))
+    elif kind is ReceiptKind.EXECUTOR_STEP:
+        outcome = _detail(receipt, "outcome", 8)
+        mark = "✓" if outcome == "ok" else "✗ FAILED"
+        cells = (
+            _detail(receipt, "executor", 24),
+            f"{_detail(receipt, 'step', 16)} {mark}",
+            f"state {_detail(receipt, 'state', 24)}",
+        )
     else:  # BUNDLE_SEALED
         cells = (
             _detail(receipt, "bundle_id", 24),

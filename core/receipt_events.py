@@ -414,3 +414,53 @@ def bundle_sealed(
             "bundle_hash_b64u": bundle_envelope["payload_hash_b64u"],
         },
     )
+
+
+def executor_step(
+    request: ApprovalRequest,
+    *,
+    executor: str,
+    step: str,
+    ok: bool,
+    state: str,
+    attempts: int,
+    detail: str,
+    at: datetime,
+    receipt_id: str,
+    actor: str = SYSTEM_ACTOR,
+    actor_name: str | None = None,
+    status: int | None = None,
+    reference: Mapping[str, str] | None = None,
+) -> Receipt:
+    """One step of an executor ran (execute, verify, rollback, verify_rollback) or a person
+    resolved a failed execution (``resolve``); ``state`` is the execution state after it.
+
+    Raises:
+        ValueError: an unknown step, or fewer than one attempt.
+    """
+    if step not in ("execute", "verify", "rollback", "verify_rollback", "resolve"):
+        raise ValueError(f"unknown executor step {step!r}")
+    if attempts < 1:
+        raise ValueError("a step was attempted at least once")
+    details: dict[str, Any] = {
+        "executor": executor,
+        "step": step,
+        "outcome": "ok" if ok else "failed",
+        "state": state,
+        "attempts": attempts,
+        "detail": detail,
+        "payload_hash_b64u": request.binding.payload_hash_b64u,
+    }
+    if status is not None:
+        details["status"] = status
+    if reference:
+        details["reference"] = dict(reference)
+    return _about(
+        ReceiptKind.EXECUTOR_STEP,
+        request.binding,
+        receipt_id=receipt_id,
+        at=at,
+        actor=actor,
+        actor_name=actor_name,
+        details=details,
+    )

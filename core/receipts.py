@@ -41,6 +41,10 @@ gate_denied            ``reason_code``, optional ``grant_id``, ``payload_hash_b6
 breakglass_*           ``token_hash_hex`` / ``until`` / ``reason`` / ``step``…
 policy_activated       ``policy_id``, optional ``previous_policy_hash_b64u``
 bundle_sealed          ``bundle_id``, ``bundle_hash_b64u``
+executor_step          ``executor``, ``step`` (execute, verify, rollback, verify_rollback,
+                       resolve), ``outcome`` (ok/failed), ``state`` (after the step),
+                       ``attempts``, ``detail``, optional ``status``, ``reference``,
+                       ``payload_hash_b64u`` (see :mod:`core.executor`)
 =====================  ==========================================================
 
 One constructor per event lives in :mod:`core.receipt_events`. Approvals and denials
@@ -88,6 +92,7 @@ class ReceiptKind(StrEnum):
     BREAKGLASS_REVOKED = "breakglass_revoked"
     BREAKGLASS_ROLLED_BACK = "breakglass_rolled_back"
     BUNDLE_SEALED = "bundle_sealed"
+    EXECUTOR_STEP = "executor_step"
 
 
 _PAYLOAD_FIELDS = (

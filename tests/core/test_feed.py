@@ -107,3 +107,28 @@ def test_a_long_queue_is_summarised_not_flooded() -> None:
 def test_short_did_keeps_the_recognisable_ends() -> None:
     assert short_did(KEYTURN.did) == f"did:key:z6Mk…{KEYTURN.did[-5:]}"
     assert short_did("alice@corp.example") == "alice@corp.example"
+
+
+def test_executor_steps_have_a_feed_line_and_failures_stand_out() -> None:
+    from core.canonical import sha256_b64u
+    from core.feed import feed_line
+    from core.receipts import Receipt, ReceiptKind
+    from tests.fakes import T0
+
+    def line(outcome: str) -> str:
+        receipt = Receipt(
+            kind=ReceiptKind.EXECUTOR_STEP,
+            receipt_id="rc-1",
+            timestamp=T0,
+            actor="keyturn",
+            policy_hash_b64u=sha256_b64u(b"policy"),
+            request_id="r-1",
+            request_hash_b64u=sha256_b64u(b"request"),
+            job_id="j-1",
+            tool_route="entra.role.assign",
+            details={"executor": "entra", "step": "rollback", "outcome": outcome, "state": "x"},
+        )
+        return feed_line(7, receipt)
+
+    assert "exec" in line("ok") and "rollback ✓" in line("ok")
+    assert "FAILED" in line("failed")

@@ -1,0 +1,363 @@
+"""Executors at work: an approved break-glass action that happens, is verified, undoes itself.
+
+Lifecycle (issue #10, seed 002)::
+
+    execute_breakglass ─ target check (policy constraints + the executor's own) ─ the gate
+      (grant consumed once, payload hash over the exact params the executor sends)
+      ─ execute ─ verify
+    window end / kill switch (breakglass.close_window) ─ rollback ─ verify_rollback
+    a failure ─ executor_alert event (the security feed pages) ─ stays visible
+      (execute_failed / verify_failed / rollback_failed) until a person resolves it
+
+Each step writes an ``executor_step`` receipt; the execution's state is folded from those
+receipts (:func:`core.executor.fold`), so there is no table to drift from the log.
+Transient failures (5xx, 429, timeouts) are retried with backoff (:class:`RetryPolicy`);
+a 4xx that means "no" is not.
+
+Wiring: ``install(app.service, Executions(app.service, registry, executors))`` makes
+``close_window`` roll back; without it nothing is executed by keyturn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from bot.service.breakglass import breakglass_token
+from bot.service.evidence import Recorded
+from bot.service.runtime import Event
+from core import receipt_events as events
+from core.errors import ApprovalRefusedError, GateDeniedError
+from core.executor import (
+    ALERTING,
+    NEEDS_ROLLBACK,
+    Action,
+    ExecutionState,
+    ExecutionStatus,
+    Executor,
+    ExecutorBinding,
+    ExecutorRegistry,
+    RetryPolicy,
+    StepResult,
+    advance,
+    check_target,
+    fold,
+)
+from core.identity import IdentityRef
+from core.receipts import ReceiptKind
+from core.requests import ApprovalRequest, RequestState
+
+if TYPE_CHECKING:
+    from adapters.store import SqlUnitOfWork
+    from bot.service.keyturn import Keyturn, RequestView
+
+log = logging.getLogger(__name__)
+
+Step = Callable[[Action], Awaitable[StepResult]]
+MAX_NOTE = 500
+
+
+def install(kt: Keyturn, executions: Executions) -> None:
+    """Attach ``executions`` to the service so a closing window rolls back."""
+    kt.executions = executions  # type: ignore[attr-defined]
+
+
+class Executions:
+    """The execution use cases for one service."""
+
+    def __init__(
+        self,
+        kt: Keyturn,
+        registry: ExecutorRegistry,
+        executors: Mapping[str, Executor],
+        *,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        missing = sorted(set(registry.bindings) - set(executors))
+        if missing:
+            raise ValueError(f"no executor built for binding(s) {missing}")
+        self._kt = kt
+        self._registry = registry
+        self._executors = dict(executors)
+        self._retry = retry or RetryPolicy()
+        self._sleep = sleep
+
+    # ------------------------------------------------------------------ reading
+
+    async def status(self, request_id: str) -> ExecutionStatus:
+        """The execution state of a request, folded from its ``executor_step`` receipts."""
+        async with self._kt.rt.store.unit_of_work(read_only=True) as uow:
+            return fold(await _steps(uow, request_id))
+
+    # ------------------------------------------------------------------ execute
+
+    async def execute_breakglass(self, request_id: str, requester: IdentityRef) -> ExecutionStatus:
+        """The requester has keyturn carry out their approved break-glass action now.
+
+        Raises:
+            ApprovalRefusedError: ``NOT_BREAKGLASS``, ``NOT_REQUESTER``, ``WINDOW_NOT_OPEN``.
+            GateDeniedError: ``NO_EXECUTOR``, ``CONSTRAINT_VIOLATED``, ``TARGET_NOT_ALLOWED``
+                (nothing was sent), or any gate refusal such as ``GRANT_ALREADY_USED``.
+        """
+        kt = self._kt
+        now = kt.rt.clock.now()
+        view = await kt.view(request_id)
+        request = view.request
+        if request.breakglass is None:
+            raise ApprovalRefusedError("NOT_BREAKGLASS", "this is not a break-glass request")
+        binding, executor = self._bound(request)
+        action = _action(view)
+        context = await self._context(request_id)
+        try:
+            check_target(
+                view.policy,
+                route=request.binding.tool_route,
+                params=action.params,
+                requester=request.binding.requester,
+                context=context,
+                binding=binding,
+                executor=executor,
+                action=action,
+                breakglass=True,
+            )
+        except GateDeniedError as e:
+            await kt._record_gate_denial(e.reason_code, action.grant, now)
+            raise
+        token = await breakglass_token(kt, request_id, requester)
+        # The gate hashes action.params: the very mapping the executor is handed next.
+        await kt.gate_check(
+            cst=token.token,
+            grant=action.grant,
+            tool_route=action.route,
+            params=action.params,
+            context=context,
+        )
+        result, attempts = await self._attempt(executor.execute, action)
+        status = await self._record(request, binding, "execute", result, attempts)
+        if status.state is ExecutionState.EXECUTED:
+            verified, attempts = await self._attempt(
+                executor.verify, replace(action, reference=result.reference)
+            )
+            status = await self._record(request, binding, "verify", verified, attempts)
+        if (await kt.view(request_id)).request.state is not RequestState.APPROVED:
+            # The window closed (kill switch, time) while the call was in flight: its
+            # rollback found nothing executed yet, so undo what just landed now.
+            return await self.rollback(request_id, reason="window closed during execution")
+        return status
+
+    # ------------------------------------------------------------------ rollback
+
+    async def rollback(self, request_id: str, *, reason: str) -> ExecutionStatus:
+        """Undo what was executed for ``request_id`` and confirm it is gone.
+
+        Does nothing (returns the status) when nothing was executed or it is already
+        rolled back or resolved.
+        """
+        view = await self._kt.view(request_id)
+        request = view.request
+        status = await self.status(request_id)
+        if status.state not in NEEDS_ROLLBACK:
+            return status
+        binding, executor = self._bound(request)
+        action = replace(_action(view), reference=status.reference)
+        log.info("rolling back %s (%s)", request_id, reason)
+        result, attempts = await self._attempt(executor.rollback, action)
+        status = await self._record(request, binding, "rollback", result, attempts)
+        if status.state is not ExecutionState.ROLLBACK_SENT:
+            return status
+        check = replace(action, reference={**action.reference, **result.reference})
+        confirmed, attempts = await self._attempt(executor.verify_rollback, check)
+        return await self._record(request, binding, "verify_rollback", confirmed, attempts)
+
+    async def on_window_closed(self, request_id: str, *, reason: str) -> None:
+        """``close_window``'s hook: roll back; a failure is receipted and paged, never raised."""
+        try:
+            await self.rollback(request_id, reason=reason)
+        except Exception:
+            log.exception("rollback of %s failed before it could be receipted", request_id)
+            await self._kt.rt.hub.publish(
+                Event(
+                    "executor_alert",
+                    request_id,
+                    {"state": "rollback_failed", "step": "rollback", "detail": "internal error"},
+                )
+            )
+
+    # ------------------------------------------------------------------ resolve
+
+    async def resolve(self, request_id: str, by: IdentityRef, *, note: str) -> ExecutionStatus:
+        """A person (an eligible approver, never the requester) clears a failed execution.
+
+        Raises:
+            ApprovalRefusedError: ``NOTE_REQUIRED``, ``NOTHING_TO_RESOLVE``,
+                ``NOT_ALLOWED_TO_RESOLVE``.
+        """
+        kt = self._kt
+        if not note or not note.strip():
+            raise ApprovalRefusedError("NOTE_REQUIRED", "say what was done to resolve it")
+        now = kt.rt.clock.now()
+        person = (await kt.rt.directory.resolve(by, now=now)).person
+        view = await kt.view(request_id)
+        request = view.request
+        status = await self.status(request_id)
+        if status.state not in ALERTING:
+            raise ApprovalRefusedError(
+                "NOTHING_TO_RESOLVE", f"the execution is {status.state}; nothing to resolve"
+            )
+        group_ids = sorted(
+            {
+                view.policy.groups[k].directory_id
+                for r in request.requirements
+                for k in r.eligible_groups
+            }
+        )
+        eligibility = await kt.rt.directory.eligibility(
+            person.object_id, group_ids, now=now, bypass_cache=True
+        )
+        if person.object_id == request.binding.requester or not eligibility.member_of:
+            raise ApprovalRefusedError(
+                "NOT_ALLOWED_TO_RESOLVE",
+                "only an eligible approver other than the requester can resolve this",
+            )
+        binding, _ = self._bound(request)
+        done = StepResult(True, note.strip()[:MAX_NOTE])
+        return await self._record(
+            request,
+            binding,
+            "resolve",
+            done,
+            1,
+            actor=person.object_id,
+            actor_name=person.display_name,
+        )
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _bound(self, request: ApprovalRequest) -> tuple[ExecutorBinding, Executor]:
+        binding = self._registry.binding_for(request.binding.tool_route, request.breakglass)
+        return binding, self._executors[binding.name]
+
+    async def _context(self, request_id: str) -> dict[str, Any]:
+        """The call context the request was created with (reason, ticket…)."""
+        async with self._kt.rt.store.unit_of_work(read_only=True) as uow:
+            for payload in await _payloads(uow, request_id):
+                if payload.get("kind") == ReceiptKind.REQUEST_CREATED:
+                    call = payload.get("details", {}).get("call", {})
+                    context = call.get("context") if isinstance(call, dict) else None
+                    return dict(context) if isinstance(context, dict) else {}
+        return {}
+
+    async def _attempt(self, step: Step, action: Action) -> tuple[StepResult, int]:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                result = await step(action)
+            except Exception as e:
+                # An adapter defect must still end in a receipted, visible failure.
+                log.exception("executor step raised")
+                result = StepResult(False, f"the executor failed ({type(e).__name__})")
+            delay = self._retry.next_delay(attempt, result)
+            if delay is None:
+                return result, attempt
+            log.info("executor step: %s; retrying in %.2f s", result.detail, delay)
+            await self._sleep(delay)
+
+    async def _record(
+        self,
+        request: ApprovalRequest,
+        binding: ExecutorBinding,
+        step: str,
+        result: StepResult,
+        attempts: int,
+        *,
+        actor: str = "keyturn",
+        actor_name: str | None = None,
+    ) -> ExecutionStatus:
+        kt = self._kt
+        now = kt.rt.clock.now()
+        request_id = request.request_id
+        async with kt.rt.store.unit_of_work() as uow:
+            # Locking the request row serialises two steps racing on one execution.
+            await uow.requests.get(request_id, for_update=True)
+            before = fold(await _steps(uow, request_id))
+            state = advance(before.state, step, ok=result.ok)
+            receipt = events.executor_step(
+                request,
+                executor=binding.name,
+                step=step,
+                ok=result.ok,
+                state=str(state),
+                attempts=attempts,
+                detail=result.detail,
+                at=now,
+                receipt_id=kt.evidence.new_receipt_id(),
+                actor=actor,
+                actor_name=actor_name,
+                status=result.status,
+                reference=result.reference,
+            )
+            recorded: list[Recorded] = [await kt._record(uow, receipt)]
+            await uow.commit()
+        await kt.evidence.after_commit(recorded, now)
+        data = {"execution": str(state), "step": step, "executor": binding.name}
+        await kt.rt.hub.publish(Event("request", request_id, data))
+        if state in ALERTING:
+            log.error("executor %s: %s %s for %s", binding.name, step, state, request_id)
+            await kt.rt.hub.publish(
+                Event(
+                    "executor_alert",
+                    request_id,
+                    {
+                        **data,
+                        "state": str(state),
+                        "route": request.binding.tool_route,
+                        "detail": result.detail,
+                        "receipt_index": recorded[0].index,
+                    },
+                )
+            )
+        return ExecutionStatus(
+            state,
+            executor=binding.name,
+            reference=result.reference if step == "execute" else before.reference,
+            last_detail=result.detail,
+        )
+
+
+def _action(view: RequestView) -> Action:
+    request = view.request
+    grant = view.grant
+    if grant is None or grant.envelope is None:
+        raise ApprovalRefusedError("WINDOW_NOT_OPEN", "the request has no grant")
+    return Action(
+        request_id=request.request_id,
+        route=request.binding.tool_route,
+        params=request.params,
+        grant=grant.envelope,
+        window_closes_at=grant.expires_at,
+        justification=request.justification or "",
+    )
+
+
+async def _payloads(uow: SqlUnitOfWork, request_id: str) -> list[dict[str, Any]]:
+    payloads = []
+    for index in await uow.jobs.receipt_indexes(request_id):
+        entry = (await uow.log.entries(index, index + 1))[0]
+        payload = json.loads(entry).get("payload")
+        if isinstance(payload, dict):
+            payloads.append(payload)
+    return payloads
+
+
+async def _steps(uow: SqlUnitOfWork, request_id: str) -> list[dict[str, Any]]:
+    return [
+        p["details"]
+        for p in await _payloads(uow, request_id)
+        if p.get("kind") == ReceiptKind.EXECUTOR_STEP and isinstance(p.get("details"), dict)
+    ]
