@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
 from adapters.store import SqlStore
 from core.cards import Card
-from core.identity import IdentityRef, Resolution
-from core.outcomes import DecisionRecorded, Submitted
-from core.quorum import Verdict
 from core.requests import ApprovalRequest, RequestState
+from core.surfaces import DecidingService
 
 
 class Clock(Protocol):
@@ -55,7 +53,7 @@ class BreakglassToken(Protocol):
     window_closes_at: datetime
 
 
-class KeyturnService(Protocol):
+class KeyturnService(DecidingService, Protocol):
     """The methods of ``bot.service.Keyturn`` the Slack surface calls."""
 
     @property
@@ -66,38 +64,3 @@ class KeyturnService(Protocol):
     async def list_requests(
         self, *, states: Sequence[RequestState] | None = None, limit: int = 50
     ) -> Sequence[View]: ...
-
-    async def resolve(self, identity: IdentityRef) -> Resolution: ...
-
-    async def decide(
-        self,
-        request_id: str,
-        identity: IdentityRef,
-        verdict: Verdict,
-        *,
-        platform: str,
-        reason: str | None = None,
-        typed_confirmation: str | None = None,
-    ) -> DecisionRecorded: ...
-
-    async def request_breakglass(
-        self,
-        requester: IdentityRef,
-        *,
-        route: str,
-        params: Mapping[str, Any],
-        duration_seconds: int,
-        reason: str,
-        ticket: str | None = None,
-        rollback_steps: Sequence[str] = (),
-    ) -> Submitted: ...
-
-    async def breakglass_token(self, request_id: str, requester: IdentityRef) -> Any: ...
-
-    async def revoke_breakglass(
-        self, request_id: str, by: IdentityRef, *, reason: str = "kill switch"
-    ) -> None: ...
-
-    async def rollback_step_done(
-        self, request_id: str, step_index: int, by: IdentityRef
-    ) -> None: ...

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
-from core.identity import IdentityRef
-from core.quorum import Verdict
 from core.requests import RequestState
+from core.surfaces import DecidingService
 
 
-class TeamsService(Protocol):
+class TeamsService(DecidingService, Protocol):
     """The methods of ``bot.service.Keyturn`` this surface calls."""
 
     @property
@@ -22,39 +21,6 @@ class TeamsService(Protocol):
     async def list_requests(
         self, *, states: Sequence[RequestState] | None = None, limit: int = 50
     ) -> list[Any]: ...
-
-    async def decide(
-        self,
-        request_id: str,
-        identity: IdentityRef,
-        verdict: Verdict,
-        *,
-        platform: str,
-        reason: str | None = None,
-        typed_confirmation: str | None = None,
-    ) -> Any: ...
-
-    async def request_breakglass(
-        self,
-        requester: IdentityRef,
-        *,
-        route: str,
-        params: Mapping[str, Any],
-        duration_seconds: int,
-        reason: str,
-        ticket: str | None = None,
-        rollback_steps: Sequence[str] = (),
-    ) -> Any: ...
-
-    async def breakglass_token(self, request_id: str, requester: IdentityRef) -> Any: ...
-
-    async def revoke_breakglass(
-        self, request_id: str, by: IdentityRef, *, reason: str = "kill switch"
-    ) -> None: ...
-
-    async def rollback_step_done(
-        self, request_id: str, step_index: int, by: IdentityRef
-    ) -> None: ...
 
 
 class ChatUnit(Protocol):

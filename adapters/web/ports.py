@@ -13,11 +13,11 @@ from typing import Any, Protocol
 
 from core.cards import Card
 from core.grants import Grant
-from core.identity import IdentityRef, Resolution
-from core.outcomes import DecisionRecorded, Submitted
+from core.outcomes import Submitted
 from core.policy import Policy
-from core.quorum import ApproverDecision, Verdict
+from core.quorum import ApproverDecision
 from core.requests import ApprovalRequest, RequestState
+from core.surfaces import DecidingService
 
 
 class RequestViewLike(Protocol):
@@ -77,7 +77,7 @@ class BreakglassTokenLike(Protocol):
     def window_closes_at(self) -> datetime: ...
 
 
-class ConsoleService(Protocol):
+class ConsoleService(DecidingService, Protocol):
     """The use cases the console calls (``bot.service.keyturn.Keyturn``)."""
 
     @property
@@ -88,37 +88,6 @@ class ConsoleService(Protocol):
     ) -> Sequence[RequestViewLike]: ...
 
     async def view(self, request_id: str) -> RequestViewLike: ...
-
-    async def decide(
-        self,
-        request_id: str,
-        identity: IdentityRef,
-        verdict: Verdict,
-        *,
-        platform: str,
-        reason: str | None = None,
-        typed_confirmation: str | None = None,
-    ) -> DecisionRecorded: ...
-
-    async def request_breakglass(
-        self,
-        requester: IdentityRef,
-        *,
-        route: str,
-        params: Mapping[str, Any],
-        duration_seconds: int,
-        reason: str,
-        ticket: str | None = None,
-        rollback_steps: Sequence[str] = (),
-    ) -> Submitted: ...
-
-    async def breakglass_token(self, request_id: str, requester: IdentityRef) -> Any: ...
-
-    async def revoke_breakglass(
-        self, request_id: str, by: IdentityRef, *, reason: str = "kill switch"
-    ) -> None: ...
-
-    async def resolve(self, identity: IdentityRef) -> Resolution: ...
 
     async def bundle(self, request_id: str) -> Mapping[str, Any]: ...
 
