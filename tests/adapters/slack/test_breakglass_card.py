@@ -128,8 +128,13 @@ async def test_rollback_checklist_has_one_done_button_per_step_and_records_who_d
     await rig.post(_with_value(body, buttons[1]["value"], SECURITY))
     done = await eventually(lambda: rig.surface.sender.steps_done(request_id))
     assert list(done) == [1] and done[1].startswith("Carol Diaz at ")
-    await rig.deliver()
-    updates = [c for c in rig.slack.of("chat.update") if c["channel"] == SECURITY]
+
+    async def checklist_updated() -> list[dict[str, Any]]:
+        # The click's card update is queued after its receipt commits: deliver until sent.
+        await rig.deliver()
+        return [c for c in rig.slack.of("chat.update") if c["channel"] == SECURITY]
+
+    updates = await eventually(checklist_updated)
     async with rig.app.store.unit_of_work(read_only=True) as uow:
         refs = await uow.messages.for_request(request_id, platform="slack")
     checklist = [r for r in refs if r.kind == "checklist"]

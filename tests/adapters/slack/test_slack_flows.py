@@ -4,6 +4,7 @@ replaced by a local stand-in."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
@@ -39,8 +40,13 @@ async def test_two_eligible_approvers_update_the_card_mint_a_grant_and_feed_the_
     view = await rig.app.service.view(request_id)
     assert view.request.state.value == "approved"
     assert view.grant is not None
-    await rig.deliver()
-    updates = rig.slack.of("chat.update")
+
+    async def card_updated() -> list[dict[str, Any]]:
+        # The card update is queued after the decision commits: deliver until it is sent.
+        await rig.deliver()
+        return list(rig.slack.of("chat.update"))
+
+    updates = await eventually(card_updated)
     assert updates, "the card was not updated in place"
     last = updates[-1]
     async with rig.app.store.unit_of_work(read_only=True) as uow:
