@@ -20,6 +20,7 @@ from adapters.store import SqlStore, SqlUnitOfWork
 from bot.service.runtime import Event, Hub, new_id
 from core.canonical import b64u_encode
 from core.checkpoint import Checkpoint, verifier_key
+from core.errors import LogError
 from core.ports import Signer
 from core.receipt_log import ReceiptLog
 from core.receipts import Receipt, entry_bytes, sign_receipt
@@ -165,8 +166,6 @@ class Evidence:
         await self.sync(now, force_checkpoint=True)
         latest = self._require().latest_checkpoint
         if latest is None or latest.size < size:
-            from core.errors import LogError
-
             raise LogError("CHECKPOINT_BEHIND", f"no checkpoint covers entry {size - 1} yet")
         return latest
 
@@ -219,8 +218,6 @@ class Evidence:
             for stored_size, note in await uow.log.checkpoints():
                 if stored_size == size:
                     return note
-        from core.errors import LogError
-
         raise LogError("CHECKPOINT_NOT_FOUND", f"no signed checkpoint at size {size}")
 
     def new_receipt_id(self) -> str:

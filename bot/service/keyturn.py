@@ -25,7 +25,7 @@ from adapters.store import SqlUnitOfWork
 from bot.service.evidence import Evidence, Recorded
 from bot.service.runtime import Event, Runtime, new_id
 from core import receipt_events as events
-from core.canonical import b64u_decode, digests_equal
+from core.canonical import b64u_decode, b64u_encode, digests_equal
 from core.cards import Card, build_card
 from core.errors import (
     ApprovalRefusedError,
@@ -38,7 +38,7 @@ from core.errors import (
 )
 from core.gate import GateCall, GateContext, admit, admit_ungated
 from core.grants import Grant, mint_grant
-from core.identity import IdentityKind, IdentityRef, Resolution
+from core.identity import IdentityRef, Resolution
 from core.keys import public_key_from_did, verify_signature
 from core.outcomes import (
     Challenge,
@@ -866,27 +866,16 @@ class Keyturn:
         context: Mapping[str, Any] | None,
         now: datetime,
     ) -> GatePassed:
-        claimed_job = _unverified_job_id(grant)
+        claimed_job = _unverified_grant_field(grant, "job_id")
         async with self.rt.store.unit_of_work() as uow:
             policy = await self._active(uow, now)
             steps = await uow.jobs.steps(claimed_job) if claimed_job else []
-            ctx = GateContext(
-                policy=policy,
-                keyturn_dids={self.rt.signer.did},
-                tokens=self.rt.tokens,
-                audience=self.rt.audience,
-            )
+            ctx = self._gate_context(policy)
             passed = admit(
                 ctx,
                 grant=grant,
                 cst=cst,
-                call=GateCall(
-                    tool_route,
-                    params,
-                    plan_hash=plan_hash,
-                    context=dict(context or {}),
-                    prior_routes=frozenset(s.route for s in steps),
-                ),
+                call=_gate_call(tool_route, params, plan_hash, context, steps),
                 now=now,
             )
             if await uow.tokens.is_revoked(passed.token.token_hash_hex):
@@ -933,12 +922,24 @@ class Keyturn:
             receipt_index=recorded[0].index,
         )
 
+    def _gate_context(self, policy: Policy) -> GateContext:
+        """The gate as this service runs it: keyturn's key, its token verifier and audience.
+
+        No ledger: the store consumes grants inside the use case's unit of work.
+        """
+        return GateContext(
+            policy=policy,
+            keyturn_dids={self.rt.signer.did},
+            tokens=self.rt.tokens,
+            audience=self.rt.audience,
+        )
+
     async def _record_gate_denial(self, reason_code: str, grant: object, now: datetime) -> None:
         try:
             async with self.rt.store.unit_of_work() as uow:
                 policy = await self._active(uow, now)
                 request = None
-                request_id = _unverified_request_id(grant)
+                request_id = _unverified_grant_field(grant, "request_id")
                 if request_id is not None:
                     try:
                         request = await uow.requests.get(request_id)
@@ -975,22 +976,11 @@ class Keyturn:
             policy = await self._active(uow, now)
             steps = await uow.jobs.steps(job_id)
             approved_plans = [s.plan_hash for s in steps if s.gated and s.plan_hash]
-            ctx = GateContext(
-                policy=policy,
-                keyturn_dids={self.rt.signer.did},
-                tokens=self.rt.tokens,
-                audience=self.rt.audience,
-            )
+            ctx = self._gate_context(policy)
             token = admit_ungated(
                 ctx,
                 cst=cst,
-                call=GateCall(
-                    tool_route,
-                    params,
-                    plan_hash=plan_hash,
-                    context=dict(context or {}),
-                    prior_routes=frozenset(s.route for s in steps),
-                ),
+                call=_gate_call(tool_route, params, plan_hash, context, steps),
                 job_id=job_id,
                 now=now,
                 approved_plan_hash=approved_plans[-1] if approved_plans else None,
@@ -1069,8 +1059,6 @@ class Keyturn:
 
     async def well_known(self) -> Mapping[str, Any]:
         signer = self.rt.signer
-        from core.canonical import b64u_encode
-
         _, note = await self.evidence.checkpoint_note(self.rt.clock.now())
         return {
             "service": "keyturn",
@@ -1293,21 +1281,29 @@ def _token_record(token: ScopedToken, *, job_id: str | None, request_id: str | N
     )
 
 
-def _unverified_job_id(grant: object) -> str | None:
-    """The job id a presented grant *claims*, only to look up job history before verifying."""
+def _gate_call(
+    route: str,
+    params: Mapping[str, Any],
+    plan_hash: str | None,
+    context: Mapping[str, Any] | None,
+    steps: Sequence[Any],
+) -> GateCall:
+    """The call about to run, with the routes the job already completed (simulate-first)."""
+    return GateCall(
+        route,
+        params,
+        plan_hash=plan_hash,
+        context=dict(context or {}),
+        prior_routes=frozenset(s.route for s in steps),
+    )
+
+
+def _unverified_grant_field(grant: object, name: str) -> str | None:
+    """What a presented grant *claims* (``job_id``, ``request_id``), read before it is
+    verified only to look up job history or to attach a refusal to its request."""
     payload = grant.get("payload") if isinstance(grant, Mapping) else None
-    job = payload.get("job_id") if isinstance(payload, Mapping) else None
-    return job if isinstance(job, str) and job else None
-
-
-def _unverified_request_id(grant: object) -> str | None:
-    payload = grant.get("payload") if isinstance(grant, Mapping) else None
-    rid = payload.get("request_id") if isinstance(payload, Mapping) else None
-    return rid if isinstance(rid, str) and rid else None
-
-
-def identity_from(kind: str, value: str) -> IdentityRef:
-    return IdentityRef(IdentityKind(kind), value)
+    value = payload.get(name) if isinstance(payload, Mapping) else None
+    return value if isinstance(value, str) and value else None
 
 
 __all__ = ["POLICY_ROUTE", "Keyturn", "RequestView", "guarded"]
