@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 
 from adapters.store import tables as t
 from adapters.store.base import Repository
-from core.errors import StoreError, TokenError
+from core.errors import LogError, StoreError, TokenError
 from core.times import require_aware
 
 
@@ -164,6 +164,28 @@ class SqlJobRepository(Repository):
             doing="reading the request's receipts",
         )
         return [int(r.log_index) for r in result]
+
+    async def receipt_entries(self, request_id: str) -> list[tuple[int, bytes]]:
+        """``(log index, entry bytes)`` of every receipt about the request, in log order,
+        read in one statement.
+
+        Raises:
+            LogError: ``LOG_GAP`` when an indexed receipt is missing from the log.
+        """
+        c, e = t.request_receipts.c, t.log_entries.c
+        result = await self._execute(
+            select(c.log_index, e.entry)
+            .select_from(t.request_receipts.outerjoin(t.log_entries, e.idx == c.log_index))
+            .where(c.request_id == request_id)
+            .order_by(c.log_index),
+            doing="reading the request's receipts",
+        )
+        found: list[tuple[int, bytes]] = []
+        for row in result:
+            if row.entry is None:
+                raise LogError("LOG_GAP", f"log entry {row.log_index} is missing")
+            found.append((int(row.log_index), bytes(row.entry)))
+        return found
 
     async def save_bundle(
         self, request_id: str, envelope: Mapping[str, Any], *, at: datetime

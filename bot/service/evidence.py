@@ -2,9 +2,10 @@
 
 Every use case records its receipts inside its own unit of work (so a receipt exists
 exactly when the state change it describes was committed). The in-memory tree only
-ever holds *committed* leaves: after a commit, :meth:`Evidence.after_commit` catches
-the tree up from the store (other replicas may have appended meanwhile) and signs a
-checkpoint when the cadence says so. Proofs are served against stored checkpoints.
+ever holds *committed* leaves: after a commit, :meth:`Evidence.after_commit` adds the
+leaves that commit wrote, and reads the store only when an earlier leaf is missing
+here (another replica appended meanwhile) or a checkpoint is due, which it then signs.
+Proofs are served against stored checkpoints.
 """
 
 from __future__ import annotations
@@ -21,11 +22,15 @@ from bot.service.runtime import Event, Hub, new_id
 from core.canonical import b64u_encode
 from core.checkpoint import Checkpoint, verifier_key
 from core.errors import LogError
+from core.merkle import leaf_hash
 from core.ports import Signer
 from core.receipt_log import ReceiptLog
 from core.receipts import Receipt, entry_bytes, sign_receipt
 
 log = logging.getLogger(__name__)
+
+#: Committed leaves kept while waiting for an earlier one; past this, the store decides.
+_MAX_UNTAKEN = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +62,8 @@ class Evidence:
         # after_commit callers so far, and how many of them the last sync covered.
         self._requested = 0
         self._covered = 0
+        # Leaves this process committed that the tree has not taken yet, by index.
+        self._committed: dict[int, bytes] = {}
 
     @property
     def origin(self) -> str:
@@ -96,7 +103,8 @@ class Evidence:
     async def after_commit(self, recorded: Sequence[Recorded], now: datetime) -> None:
         """Catch the tree up, checkpoint if due, and publish the receipts to the feeds."""
         try:
-            await self._catch_up(now)
+            if not self._take_committed(recorded, now):
+                await self._catch_up(now)
         except Exception:
             log.exception("receipt log sync failed; the next sync retries")
         for item in recorded:
@@ -107,6 +115,32 @@ class Evidence:
                     {"index": item.index, "envelope": item.envelope},
                 )
             )
+
+    def _take_committed(self, recorded: Sequence[Recorded], now: datetime) -> bool:
+        """Grow the tree from leaves this process just committed, without reading them back.
+
+        The bytes a unit of work appended are, once it committed, exactly the stored
+        entries at those indexes, so the tree may take them in index order. True when
+        the tree now holds every leaf of ``recorded`` and no checkpoint is due; False
+        when a leaf before them is not known here (another replica's, or a commit whose
+        own catch-up has not run yet) or a checkpoint is due: the caller then syncs
+        from the store as before.
+        """
+        tree = self._require()
+        for item in recorded:
+            if item.index >= tree.size:
+                self._committed[item.index] = leaf_hash(entry_bytes(item.envelope))
+        if self._lock.locked():
+            return False  # a sync is reading the store: the tree is its alone until it ends
+        run: list[bytes] = []
+        while (leaf := self._committed.pop(tree.size + len(run), None)) is not None:
+            run.append(leaf)
+        if run:
+            tree.catch_up(run)
+        if len(self._committed) > _MAX_UNTAKEN:  # a gap that never filled: forget it
+            self._committed = {i: h for i, h in self._committed.items() if i >= tree.size}
+        covered = all(item.index < tree.size for item in recorded)
+        return covered and not tree.checkpoint_due(now)
 
     async def _catch_up(self, now: datetime) -> None:
         """:meth:`sync`, shared by every caller that arrives while one is queued.
@@ -138,6 +172,7 @@ class Evidence:
             size = await uow.log.size()
             if size > tree.size:
                 tree.catch_up(await uow.log.leaf_hashes(tree.size, size))
+        self._committed = {i: h for i, h in self._committed.items() if i >= tree.size}
         latest = tree.latest_checkpoint
         due = tree.size > 0 and (
             (force_checkpoint and (latest is None or latest.size < tree.size))

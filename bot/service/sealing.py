@@ -74,10 +74,7 @@ async def _gather(
             f"request {request_id} is {view.request.state}; it is sealed when final",
         )
     wpc = (await uow.policies.get(view.request.binding.policy_hash_b64u)).document
-    receipts = []
-    for index in await uow.jobs.receipt_indexes(request_id):
-        entry = (await uow.log.entries(index, index + 1))[0]
-        receipts.append((index, json.loads(entry)))
+    receipts = [(i, json.loads(entry)) for i, entry in await uow.jobs.receipt_entries(request_id)]
     return _Evidence(view, wpc, receipts)
 
 

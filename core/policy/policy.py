@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections import OrderedDict
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
@@ -38,6 +39,15 @@ log = logging.getLogger(__name__)
 
 #: A policy larger than this (as JCS bytes) is refused before it is parsed.
 MAX_POLICY_BYTES = 1024 * 1024
+
+#: Compiled policies by policy hash, with the exact canonical bytes they were compiled
+#: from. Compiling is a pure function of those bytes and a :class:`Policy` is immutable,
+#: so a verifier that meets the same WPC again (every sealed bundle carries one) reuses
+#: the compiled policy instead of validating and compiling it again. The bytes are
+#: compared, not only the hash, so even a SHA-256 collision could not swap a policy.
+#: Least recently used first; bounded.
+_COMPILED: OrderedDict[str, tuple[bytes, Policy]] = OrderedDict()
+_COMPILED_MAX = 64
 
 
 class Policy:
@@ -192,6 +202,10 @@ def policy_from_payload(unverified_payload: Mapping[str, JSON]) -> Policy:
     if len(canonical_json) > MAX_POLICY_BYTES:
         raise invalid(f"payload is larger than {MAX_POLICY_BYTES} bytes")
     policy_hash = canonical.sha256_b64u(canonical_json)
+    known = _COMPILED.get(policy_hash)
+    if known is not None and known[0] == canonical_json:
+        _COMPILED.move_to_end(policy_hash)
+        return known[1]
     version = unverified_payload.get("policy_version")
     if version == "1":
         build = _build_keyturn(parse_keyturn(canonical_json))
@@ -201,7 +215,11 @@ def policy_from_payload(unverified_payload: Mapping[str, JSON]) -> Policy:
         raise invalid('policy_version: must be "1" (keyturn WPC) or "2" (Claw v2 statements)')
     _check_issuer(build["issuer_did"])
     payload = copy.deepcopy(dict(unverified_payload))
-    return Policy(_payload=payload, _hash=policy_hash, _build=build)
+    policy = Policy(_payload=payload, _hash=policy_hash, _build=build)
+    _COMPILED[policy_hash] = (canonical_json, policy)
+    while len(_COMPILED) > _COMPILED_MAX:
+        _COMPILED.popitem(last=False)
+    return policy
 
 
 def _check_issuer(did: str) -> None:

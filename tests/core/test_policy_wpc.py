@@ -174,3 +174,22 @@ def test_editing_the_source_dict_after_signing_does_not_change_the_envelope() ->
     source["rules"][3]["when"]["gte"] = 50000
     policy = verify_wpc(envelope, trusted_issuers=[ISSUER.did], now=NOW)
     assert policy.payload["rules"][3]["when"]["gte"] == 500
+
+
+def test_a_wpc_met_again_reuses_its_compiled_policy_and_any_change_compiles_anew() -> None:
+    first = verify_wpc(signed(), trusted_issuers=[ISSUER.did], now=NOW)
+    again = verify_wpc(json.loads(json.dumps(signed())), trusted_issuers=[ISSUER.did], now=NOW)
+    assert again is first  # the same canonical bytes: compiled once
+    changed = copy.deepcopy(PAYLOAD)
+    changed["policy_name"] = str(changed.get("policy_name", "")) + " (edited)"
+    other = verify_wpc(signed(changed), trusted_issuers=[ISSUER.did], now=NOW)
+    assert other is not first
+    assert other.policy_hash_b64u != first.policy_hash_b64u
+    assert other.name != first.name
+
+
+def test_a_reused_policy_cannot_be_changed_through_its_payload() -> None:
+    policy = verify_wpc(signed(), trusted_issuers=[ISSUER.did], now=NOW)
+    leaked = policy.payload
+    leaked["policy_name"] = "tampered"
+    assert verify_wpc(signed(), trusted_issuers=[ISSUER.did], now=NOW).payload != leaked
