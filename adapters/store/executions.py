@@ -44,8 +44,8 @@ class SqlExecutionReceiptRepository(Repository):
                 .order_by(_R.request_id, _R.log_index),
                 doing="reading the executions' receipts",
             )
-            for request_id, entry in rows:
-                found.setdefault(str(request_id), []).append(bytes(entry))
+            for row in rows:
+                found.setdefault(str(row.request_id), []).append(bytes(row.entry))
         return found
 
 
