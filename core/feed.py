@@ -180,6 +180,7 @@ def receipt_cells(index: int, receipt: Receipt) -> tuple[str, ...]:
             "⚠ NOT GRANTED BY KEYTURN",
             f"target {short_hash(receipt.details.get('target_id'))}",
             f"holder {short_hash(receipt.details.get('principal_id'))}",
+            _detail(receipt, "assignment_type", 16),
             f"until {_hhmm(end)}" if end else "permanent",
         )
     else:  # BUNDLE_SEALED

@@ -182,7 +182,7 @@ class Reconciler:
         self._settings = settings
         self._leases = leases
         self._receipts = receipts
-        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.holder = holder or f"{socket.gethostname()[:200]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._watch: list[tuple[str, AssignmentLister, str]] = []
         for kind, (option, _) in WATCHABLE.items():
             targets: tuple[str, ...] = getattr(settings, option)
