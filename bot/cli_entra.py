@@ -18,7 +18,12 @@ environment only (a command line is visible to every user of the machine):
 ``--graph-base``                    ``KEYTURN_ENTRA_GRAPH_BASE``
 ``--group ID`` (repeatable)         ``KEYTURN_ENTRA_GROUPS`` (comma-separated)
 ``--pim``                           ``KEYTURN_ENTRA_REQUIRE_PIM=1``
+``--executors role,group``          ``KEYTURN_ENTRA_EXECUTORS`` (comma-separated)
 ==================================  ==================================================
+
+``--executors`` names the Entra executors keyturn is configured to run (``role`` =
+``entra.role.assign``, ``group`` = ``entra.group.add``; the full kinds work too), so
+their PIM write permissions are checked as well.
 
 Exit status: 0 when everything is in place, 1 when something is missing or refused
 (each problem is printed), 2 when the settings themselves are invalid.
@@ -74,6 +79,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help=f"policies require PIM: also check the PIM permission ({_ENV}REQUIRE_PIM=1)",
     )
+    check.add_argument(
+        "--executors",
+        metavar="KINDS",
+        help=(
+            "configured Entra executors, comma-separated: role (entra.role.assign), "
+            f"group (entra.group.add); also checks their permissions ({_ENV}EXECUTORS)"
+        ),
+    )
     check.set_defaults(handler=handle_check)
 
 
@@ -111,6 +124,31 @@ def groups_from(args: argparse.Namespace, environ: Mapping[str, str]) -> list[st
     return [g.strip() for g in environ.get(_ENV + "GROUPS", "").split(",") if g.strip()]
 
 
+EXECUTOR_ALIASES = {
+    "role": "entra.role.assign",
+    "entra.role.assign": "entra.role.assign",
+    "group": "entra.group.add",
+    "entra.group.add": "entra.group.add",
+}
+
+
+def executors_from(args: argparse.Namespace, environ: Mapping[str, str]) -> list[str]:
+    """The executor kinds from ``--executors`` (else ``KEYTURN_ENTRA_EXECUTORS``).
+
+    Raises:
+        ValueError: a name that is not an Entra executor.
+    """
+    raw = getattr(args, "executors", None) or environ.get(_ENV + "EXECUTORS", "")
+    names = [n.strip().lower() for n in raw.split(",") if n.strip()]
+    unknown = [n for n in names if n not in EXECUTOR_ALIASES]
+    if unknown:
+        raise ValueError(
+            f"unknown executor {', '.join(unknown)}: use role (entra.role.assign) "
+            "or group (entra.group.add)"
+        )
+    return sorted({EXECUTOR_ALIASES[n] for n in names})
+
+
 def pim_from(args: argparse.Namespace, environ: Mapping[str, str]) -> bool:
     flag = environ.get(_ENV + "REQUIRE_PIM", "").strip().lower()
     return bool(args.pim) or flag in ("1", "true", "yes")
@@ -123,10 +161,13 @@ async def run_check(
     require_pim: bool,
     out: TextIO,
     http_client: Any = None,
+    executors: Sequence[str] = (),
 ) -> int:
     """Run the checks, print the report to ``out``, return the exit status (0 or 1)."""
     async with EntraDirectory(settings, http_client=http_client) as directory:
-        report = await check_configuration(directory, group_ids, require_pim=require_pim)
+        report = await check_configuration(
+            directory, group_ids, require_pim=require_pim, executors=executors
+        )
     print(report.render(), file=out)
     return 0 if report.ok else 1
 
@@ -148,8 +189,17 @@ def handle_check(
             where = ".".join(str(p) for p in error["loc"]) or "settings"
             print(f"  {where}: {error['msg']}", file=out)
         return 2
+    try:
+        executors = executors_from(args, environ)
+    except ValueError as e:
+        print(f"Entra settings are invalid:\n  executors: {e}", file=out)
+        return 2
     return asyncio.run(
         run_check(
-            settings, groups_from(args, environ), require_pim=pim_from(args, environ), out=out
+            settings,
+            groups_from(args, environ),
+            require_pim=pim_from(args, environ),
+            out=out,
+            executors=executors,
         )
     )

@@ -188,6 +188,40 @@ class Executor(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class ActiveAssignment:
+    """Someone holds a watched target now (reconciliation reads these).
+
+    ``target_id`` is the role definition or group object id, ``principal_id`` the
+    holder's object id (both lower-case); ``ends_at`` is ``None`` for a permanent one.
+    """
+
+    target_id: str
+    principal_id: str
+    ends_at: datetime | None
+    assignment_type: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.target_id or not self.principal_id:
+            raise ValueError("an assignment names its target and its holder")
+        if self.ends_at is not None:
+            require_aware(self.ends_at)
+
+
+class AssignmentLister(Protocol):
+    """An executor that can also say who holds one of its targets (Entra PIM kinds)."""
+
+    @property
+    def kind(self) -> str: ...
+
+    async def list_active(self, target_id: str, *, now: datetime) -> Sequence[ActiveAssignment]:
+        """Every assignment of ``target_id`` that has not ended at ``now``.
+
+        Raises ``DirectoryError`` when the outside world cannot be read.
+        """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
 class ExecutorBinding:
     """One configured executor: its name (what the policy's ``breakglass.executor`` says),
     the kind of adapter that runs it, the routes it may run, and its options.

@@ -48,7 +48,10 @@ _LABELS: dict[ReceiptKind, str] = {
     ReceiptKind.BREAKGLASS_ROLLED_BACK: "bg-rollback",
     ReceiptKind.BUNDLE_SEALED: "sealed",
     ReceiptKind.EXECUTOR_STEP: "exec",
+    ReceiptKind.RECONCILE_FINDING: "RECONCILE",
 }
+#: Execution states that need a person (the feed shouts them; see core.executor.ALERTING).
+_NEEDS_A_PERSON = frozenset({"execute_failed", "verify_failed", "rollback_failed"})
 # Minimum widths of the aligned columns: #index, kind, route, request, who.
 _WIDTHS = (0, 9, 17, 6, 10)
 _GAP = "  "
@@ -158,10 +161,27 @@ def receipt_cells(index: int, receipt: Receipt) -> tuple[str, ...]:
     elif kind is ReceiptKind.EXECUTOR_STEP:
         outcome = _detail(receipt, "outcome", 8)
         mark = "✓" if outcome == "ok" else "✗ FAILED"
+        state = _detail(receipt, "state", 24)
+        loud = (
+            "⚠ NEEDS A PERSON: " + _detail(receipt, "detail", 80)
+            if (state in _NEEDS_A_PERSON)
+            else ""
+        )
         cells = (
             _detail(receipt, "executor", 24),
             f"{_detail(receipt, 'step', 16)} {mark}",
-            f"state {_detail(receipt, 'state', 24)}",
+            f"state {state}",
+            loud,
+        )
+    elif kind is ReceiptKind.RECONCILE_FINDING:
+        route = _detail(receipt, "executor", 40) or "—"
+        end = receipt.details.get("ends_at")
+        cells = (
+            "⚠ NOT GRANTED BY KEYTURN",
+            f"target {short_hash(receipt.details.get('target_id'))}",
+            f"holder {short_hash(receipt.details.get('principal_id'))}",
+            _detail(receipt, "assignment_type", 16),
+            f"until {_hhmm(end)}" if end else "permanent",
         )
     else:  # BUNDLE_SEALED
         cells = (

@@ -464,3 +464,48 @@ def executor_step(
         actor_name=actor_name,
         details=details,
     )
+
+
+#: What reconciliation found (``reconcile_finding`` details ``finding``).
+FINDINGS = ("unknown_holder",)
+
+
+def reconcile_finding(
+    *,
+    policy_hash_b64u: str,
+    finding: str,
+    executor: str,
+    target_id: str,
+    principal_id: str,
+    at: datetime,
+    receipt_id: str,
+    ends_at: datetime | None = None,
+    assignment_type: str = "",
+) -> Receipt:
+    """Reconciliation found someone holding a watched role or group that keyturn did not
+    grant and that is not a configured standing holder. About no request (none granted
+    it); ``policy_hash_b64u`` is the policy in force when it was found.
+
+    Raises:
+        ValueError: an unknown finding, or an empty target or principal.
+    """
+    if finding not in FINDINGS:
+        raise ValueError(f"unknown reconciliation finding {finding!r}")
+    if not target_id or not principal_id or not executor:
+        raise ValueError("a finding names the executor, the target and the principal")
+    details: dict[str, Any] = {
+        "finding": finding,
+        "executor": executor,
+        "target_id": target_id,
+        "principal_id": principal_id,
+        "ends_at": to_iso(require_aware(ends_at)) if ends_at is not None else None,
+        "assignment_type": assignment_type,
+    }
+    return Receipt(
+        kind=ReceiptKind.RECONCILE_FINDING,
+        receipt_id=receipt_id,
+        timestamp=require_aware(at),
+        actor=SYSTEM_ACTOR,
+        policy_hash_b64u=policy_hash_b64u,
+        details=details,
+    )

@@ -93,6 +93,7 @@ class ReceiptKind(StrEnum):
     BREAKGLASS_ROLLED_BACK = "breakglass_rolled_back"
     BUNDLE_SEALED = "bundle_sealed"
     EXECUTOR_STEP = "executor_step"
+    RECONCILE_FINDING = "reconcile_finding"
 
 
 _PAYLOAD_FIELDS = (
@@ -111,8 +112,9 @@ _PAYLOAD_FIELDS = (
 )
 _REQUEST_FIELDS = ("request_id", "request_hash_b64u", "job_id", "tool_route")
 # Events that may happen outside any request: a policy change, a gate refusal of a
-# grant that did not verify (so no request can be trusted from it).
-_REQUEST_OPTIONAL = frozenset({"policy_activated", "gate_denied"})
+# grant that did not verify (so no request can be trusted from it), a reconciliation
+# finding (someone holds a watched role or group that no request granted).
+_REQUEST_OPTIONAL = frozenset({"policy_activated", "gate_denied", "reconcile_finding"})
 # A compact JWS: three base64url segments, the first a JSON header ("eyJ" = '{"').
 _COMPACT_JWS = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{16,}")
 _SECRET_NAMES = re.compile(r"(?i)(?:^|_)(?:token|compact|secret|password|seed|private_key)$")

@@ -23,8 +23,11 @@ class Permission:
     """A Graph application permission keyturn needs, and the broader ones that also grant it.
 
     Names verified against the Microsoft Graph API reference (permissions tables of
-    directoryobject-checkmembergroups, user-get, group-get and
-    privilegedaccessgroup-list-assignmentscheduleinstances).
+    directoryobject-checkmembergroups, user-get, group-get,
+    privilegedaccessgroup-list-assignmentscheduleinstances,
+    privilegedaccessgroup-post-assignmentschedulerequests,
+    rbacapplication-post-roleassignmentschedulerequests and
+    rbacapplication-list-roleassignmentscheduleinstances).
     """
 
     name: str
@@ -65,10 +68,47 @@ PIM_GROUP_ASSIGNMENTS_READ = Permission(
 )
 
 
-def required_permissions(*, require_pim: bool) -> tuple[Permission, ...]:
-    """The application permissions keyturn needs; the PIM one only when PIM is used."""
-    base = (USER_READ_ALL, GROUP_MEMBER_READ_ALL)
-    return (*base, PIM_GROUP_ASSIGNMENTS_READ) if require_pim else base
+# The executors write (and read back) PIM assignments. The least privileged permission
+# that can adminAssign / adminRemove is named; the broader one that also does is accepted.
+# Each write permission includes the matching read (…ScheduleInstances) the verification,
+# the rollback check and reconciliation use. The executors also resolve the principal's
+# user principal name (User.Read.All, always required).
+ROLE_ASSIGNMENT_WRITE = Permission(
+    "RoleAssignmentSchedule.ReadWrite.Directory",
+    "the entra.role.assign executor: assigning, removing and reading back directory roles "
+    "through PIM",
+    frozenset({"RoleAssignmentSchedule.ReadWrite.Directory", "RoleManagement.ReadWrite.Directory"}),
+)
+PIM_GROUP_ASSIGNMENTS_WRITE = Permission(
+    "PrivilegedAssignmentSchedule.ReadWrite.AzureADGroup",
+    "the entra.group.add executor: adding, removing and reading back PIM for Groups members",
+    frozenset({"PrivilegedAssignmentSchedule.ReadWrite.AzureADGroup"}),
+)
+#: Executor kind → the application permissions it needs beyond the base ones.
+EXECUTOR_PERMISSIONS: dict[str, tuple[Permission, ...]] = {
+    "entra.role.assign": (ROLE_ASSIGNMENT_WRITE,),
+    "entra.group.add": (PIM_GROUP_ASSIGNMENTS_WRITE,),
+}
+
+
+def required_permissions(
+    *, require_pim: bool, executors: Sequence[str] = ()
+) -> tuple[Permission, ...]:
+    """The application permissions keyturn needs: the base ones, the PIM read when
+    policies require PIM, and each configured Entra executor kind's.
+
+    Raises:
+        ValueError: an executor kind that is not an Entra one.
+    """
+    unknown = sorted(set(executors) - set(EXECUTOR_PERMISSIONS))
+    if unknown:
+        raise ValueError(f"not an Entra executor kind: {', '.join(unknown)}")
+    needed = [USER_READ_ALL, GROUP_MEMBER_READ_ALL]
+    if require_pim:
+        needed.append(PIM_GROUP_ASSIGNMENTS_READ)
+    for kind in sorted(set(executors)):
+        needed.extend(EXECUTOR_PERMISSIONS[kind])
+    return tuple(needed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,10 +140,22 @@ class CheckReport:
 
 
 async def check_configuration(
-    directory: EntraDirectory, group_ids: Sequence[str], *, require_pim: bool
+    directory: EntraDirectory,
+    group_ids: Sequence[str],
+    *,
+    require_pim: bool,
+    executors: Sequence[str] = (),
 ) -> CheckReport:
     """Ask the tenant whether ``directory``'s configuration works. Never raises a
-    ``DirectoryError``: every failure becomes a line of the report."""
+    ``DirectoryError``: every failure becomes a line of the report.
+
+    ``executors`` are the configured Entra executor kinds (``entra.role.assign``,
+    ``entra.group.add``); their permissions are checked too.
+
+    Raises:
+        ValueError: an executor kind that is not an Entra one (before any call).
+    """
+    permissions = required_permissions(require_pim=require_pim, executors=executors)
     settings = directory.settings
     lines: list[CheckLine] = []
     try:
@@ -116,7 +168,7 @@ async def check_configuration(
             True, f"token acquired for app {settings.client_id} in tenant {settings.tenant_id}"
         )
     )
-    for permission in required_permissions(require_pim=require_pim):
+    for permission in permissions:
         granted = sorted(roles & permission.satisfied_by)
         if granted:
             lines.append(

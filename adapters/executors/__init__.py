@@ -10,13 +10,19 @@ from collections.abc import Mapping
 from typing import Any
 
 from adapters.entra.settings import EntraSettings
+from adapters.executors.entra_group import EntraGroupAddExecutor
 from adapters.executors.entra_pim import EntraRoleAssignExecutor
 from adapters.executors.webhook import WebhookExecutor
 from core.errors import ConfigError
 from core.executor import Executor, ExecutorRegistry
 from core.ports import Clock, Signer
 
-__all__ = ["EntraRoleAssignExecutor", "WebhookExecutor", "build_executors"]
+__all__ = [
+    "EntraGroupAddExecutor",
+    "EntraRoleAssignExecutor",
+    "WebhookExecutor",
+    "build_executors",
+]
 
 
 def build_executors(
@@ -41,19 +47,33 @@ def build_executors(
             if allow_loopback_http:
                 options.setdefault("allow_loopback_http", True)
             built[name] = WebhookExecutor.from_options(options, signer=signer, clock=clock)
-        elif binding.kind == "entra.role.assign":
+        elif binding.kind in ("entra.role.assign", "entra.group.add"):
             if entra is None:
                 raise ConfigError("CONFIG_MISSING", f"executor {name} needs the Entra settings")
-            roles = options.get("roles")
-            if not isinstance(roles, Mapping):
-                raise ConfigError("CONFIG_INVALID", f"executors.{name}.roles must be a mapping")
-            built[name] = EntraRoleAssignExecutor(
-                entra,
-                roles=roles,
-                clock=clock,
-                directory_scope_id=str(options.get("directory_scope_id", "/")),
-                http_client=entra_http_client,
-            )
+            option = "roles" if binding.kind == "entra.role.assign" else "groups"
+            targets = options.get(option)
+            if not isinstance(targets, Mapping):
+                raise ConfigError("CONFIG_INVALID", f"executors.{name}.{option} must be a mapping")
+            principals = options.get("principals")
+            if principals is not None and not isinstance(principals, list | tuple):
+                raise ConfigError("CONFIG_INVALID", f"executors.{name}.principals must be a list")
+            if binding.kind == "entra.role.assign":
+                built[name] = EntraRoleAssignExecutor(
+                    entra,
+                    roles=targets,
+                    clock=clock,
+                    directory_scope_id=str(options.get("directory_scope_id", "/")),
+                    principals=principals,
+                    http_client=entra_http_client,
+                )
+            else:
+                built[name] = EntraGroupAddExecutor(
+                    entra,
+                    groups=targets,
+                    clock=clock,
+                    principals=principals,
+                    http_client=entra_http_client,
+                )
         else:
             raise ConfigError("CONFIG_INVALID", f"executors.{name}: unknown kind {binding.kind!r}")
     return built

@@ -10,6 +10,7 @@ columns the database indexes and constrains; the constraints are the guarantees:
     log_entries PRIMARY KEY idx, UNIQUE leaf_hash    no fork, each entry stored once
     outbox     partial UNIQUE (channel_key, coalesce_key) WHERE unsent   one pending
                                                       message per card to update
+    leases     PRIMARY KEY name, conditional UPDATE   one holder per lease at a time
 
 The migrations in ``adapters/store/migrations`` create exactly this (a test compares
 them); repositories build their statements from these objects.
@@ -325,6 +326,8 @@ request_receipts = Table(
     Column("request_id", Name, primary_key=True),
     Column("log_index", BigInteger, primary_key=True),
     Column("kind", String(32), nullable=False),
+    # Revision 0005: reconciliation finds the executions (executor_step receipts) fast.
+    Index("ix_request_receipts_kind_request_id", "kind", "request_id"),
 )
 
 bundles = Table(
@@ -343,4 +346,14 @@ slack_envelopes = Table(
     Column("envelope_id", Name, primary_key=True),
     Column("claimed_at", UtcDateTime, nullable=False),
     Index("ix_slack_envelopes_claimed_at", "claimed_at"),
+)
+
+# Revision 0005: named leases ("one replica acts"): a row per lease, taken by one
+# conditional UPDATE (held by me, or expired) or, the first time, one INSERT.
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", Name, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
 )

@@ -156,11 +156,18 @@ class Executions:
         """Undo what was executed for ``request_id`` and confirm it is gone.
 
         Does nothing (returns the status) when nothing was executed or it is already
-        rolled back or resolved.
+        rolled back or resolved; only confirms (verify_rollback) a rollback that was
+        sent but never confirmed (reconciliation after a crash).
         """
         view = await self._kt.view(request_id)
         request = view.request
         status = await self.status(request_id)
+        if status.state is ExecutionState.ROLLBACK_SENT:
+            # Sent but never confirmed (the process stopped in between): confirm it now.
+            binding, executor = self._bound(request)
+            check = replace(_action(view), reference=status.reference)
+            confirmed, attempts = await self._attempt(executor.verify_rollback, check)
+            return await self._record(request, binding, "verify_rollback", confirmed, attempts)
         if status.state not in NEEDS_ROLLBACK:
             return status
         binding, executor = self._bound(request)

@@ -10,8 +10,17 @@ keyturn uses, records every call, and can be scripted per test:
 * Graph ``/v1.0``: ``GET /users/{id}`` (honours ``$select``), ``GET /users?$filter=mail
   eq … or userPrincipalName eq …``, ``POST /users/{id}/checkMemberGroups`` (transitive,
   at most 20 ids, as Graph), PIM for Groups ``assignmentScheduleInstances`` (filter
-  required, optional paging), ``GET /groups/{id}``; each checks the bearer token and
-  the application permissions in it (403 ``Authorization_RequestDenied`` otherwise).
+  required, optional paging) and ``assignmentScheduleRequests`` (``adminAssign`` of
+  ``member``/``owner`` with an ``afterDateTime`` expiration, ``adminRemove``; 404
+  ``RoleAssignmentDoesNotExist`` for nothing to remove), ``GET /groups/{id}``; each
+  checks the bearer token and the application permissions in it (403
+  ``Authorization_RequestDenied`` otherwise; a broader permission, such as ReadWrite for
+  Read, is accepted as Graph does).
+
+Entra's own expiry: with :attr:`GraphStandIn.now` set (a function returning the time),
+PIM instances whose ``endDateTime`` has passed are gone before every PIM call, as they
+are in Entra whether or not keyturn is running. Left unset, nothing expires by itself
+(tests of keyturn's own filtering add ended instances on purpose).
 
 msal refuses a plain-http authority, so msal keeps the real
 ``https://login.microsoftonline.com/{tenant}`` and gets :class:`StandInHttpClient`,
@@ -31,7 +40,7 @@ import re
 import secrets
 import time
 from collections import defaultdict, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -45,13 +54,29 @@ from adapters.entra import EntraDirectory, EntraSettings
 
 PUBLIC_AUTHORITY = "https://login.microsoftonline.com"
 GRAPH_RESOURCE = "https://graph.microsoft.com"
-ROUTES = ("instance", "openid", "token", "user", "users", "checkMemberGroups", "pim", "group")
+ROUTES = (
+    "instance",
+    "openid",
+    "token",
+    "user",
+    "users",
+    "checkMemberGroups",
+    "pim",
+    "pimRequests",
+    "group",
+)
 ALL_ROLES = (
     "User.Read.All",
     "GroupMember.Read.All",
     "PrivilegedAssignmentSchedule.Read.AzureADGroup",
 )
 _PIM_PATH = "/v1.0/identityGovernance/privilegedAccess/group/assignmentScheduleInstances"
+_PIM_REQUESTS_PATH = "/v1.0/identityGovernance/privilegedAccess/group/assignmentScheduleRequests"
+PIM_GROUP_READ = (
+    "PrivilegedAssignmentSchedule.Read.AzureADGroup",
+    "PrivilegedAssignmentSchedule.ReadWrite.AzureADGroup",
+)
+PIM_GROUP_WRITE = "PrivilegedAssignmentSchedule.ReadWrite.AzureADGroup"
 _EMAIL_FILTER = re.compile(r"^mail eq '((?:[^']|'')*)' or userPrincipalName eq '((?:[^']|'')*)'$")
 
 
@@ -107,7 +132,9 @@ class GraphStandIn:
         self.users: dict[str, dict[str, Any]] = {}
         self.groups: dict[str, dict[str, Any]] = {}
         self.pim: list[dict[str, Any]] = []
+        self.pim_requests: list[dict[str, Any]] = []
         self.pim_page_size: int | None = None
+        self.now: Callable[[], datetime] | None = None
         self.calls: list[Call] = []
         self._scripts: dict[str, deque[Reply]] = defaultdict(deque)
         self._token_key = secrets.token_bytes(32)
@@ -160,9 +187,6 @@ class GraphStandIn:
         access: str = "member",
         assignment_type: str = "Activated",
     ) -> None:
-        def iso(d: datetime | None) -> str | None:
-            return None if d is None else d.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
         self.pim.append(
             {
                 "id": f"{group}_{access}_{len(self.pim)}",
@@ -175,6 +199,13 @@ class GraphStandIn:
                 "endDateTime": iso(end),
             }
         )
+
+    def expire(self) -> None:
+        """Entra's own expiry: drop the PIM instances that have ended (when ``now`` is set)."""
+        if self.now is None:
+            return
+        now = self.now()
+        self.pim = [i for i in self.pim if not ended(i, now)]
 
     def is_member(self, oid: str, gid: str) -> bool:
         """Transitive membership, cycle-safe, as ``checkMemberGroups`` reports it."""
@@ -218,16 +249,21 @@ class GraphStandIn:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def start(self) -> None:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
+        """Register the handlers (a subclass adds its own, then calls this)."""
         app.router.add_get("/common/discovery/instance", self._instance)
         app.router.add_get("/{tenant}/v2.0/.well-known/openid-configuration", self._openid)
         app.router.add_post("/{tenant}/oauth2/v2.0/token", self._token)
         app.router.add_get(_PIM_PATH, self._pim)
+        app.router.add_post(_PIM_REQUESTS_PATH, self._pim_request)
         app.router.add_get("/v1.0/users", self._users)
         app.router.add_get("/v1.0/users/{id}", self._user)
         app.router.add_post("/v1.0/users/{id}/checkMemberGroups", self._check_member_groups)
         app.router.add_get("/v1.0/groups/{id}", self._group)
+
+    async def start(self) -> None:
+        app = web.Application()
+        self.routes(app)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -284,14 +320,20 @@ class GraphStandIn:
             return web.Response(status=reply.status, headers=reply.headers)
         return web.json_response(reply.body, status=reply.status, headers=reply.headers)
 
-    def _authorized(self, request: web.Request, *needed: str) -> Reply | None:
+    def _authorized(self, request: web.Request, *needed: str | tuple[str, ...]) -> Reply | None:
+        """None when the bearer token is one the stand-in issued and holds every needed
+        permission (a tuple: any one of them)."""
         header = request.headers.get("Authorization", "")
         token = header.removeprefix("Bearer ")
         if not header.startswith("Bearer ") or token not in self._issued:
             return graph_error(
                 401, "InvalidAuthenticationToken", "Access token is empty or invalid."
             )
-        missing = [r for r in needed if r not in self.roles]
+        missing = [
+            r
+            for r in needed
+            if not any(p in self.roles for p in ((r,) if isinstance(r, str) else r))
+        ]
         if missing:
             return graph_error(
                 403,
@@ -506,9 +548,10 @@ class GraphStandIn:
         scripted = await self._record("pim", request)
         if scripted:
             return await self._respond(scripted)
-        denied = self._authorized(request, "PrivilegedAssignmentSchedule.Read.AzureADGroup")
+        denied = self._authorized(request, PIM_GROUP_READ)
         if denied:
             return await self._respond(denied)
+        self.expire()
         match = re.fullmatch(
             r"(principalId|groupId) eq '([^']+)'", request.query.get("$filter", "")
         )
@@ -528,6 +571,63 @@ class GraphStandIn:
             )
         return web.json_response(body)
 
+    async def _pim_request(self, request: web.Request) -> web.Response:
+        """PIM for Groups: adminAssign / adminRemove of a membership or ownership."""
+        scripted = await self._record("pimRequests", request)
+        if scripted:
+            return await self._respond(scripted)
+        denied = self._authorized(request, PIM_GROUP_WRITE)
+        if denied:
+            return await self._respond(denied)
+        self.expire()
+        body = self.calls[-1].body
+        if not isinstance(body, dict) or not all(
+            isinstance(body.get(k), str) for k in ("action", "principalId", "groupId", "accessId")
+        ):
+            return await self._respond(graph_error(400, "InvalidRequest", "missing fields"))
+        if body["accessId"] not in ("member", "owner"):
+            return await self._respond(graph_error(400, "InvalidRequest", "accessId"))
+        if body["principalId"] not in self.users:
+            return await self._respond(graph_error(400, "InvalidPrincipal"))
+        if body["groupId"] not in self.groups:
+            return await self._respond(graph_error(404, "ResourceNotOnboarded"))
+        key = (body["groupId"], body["principalId"], body["accessId"])
+        self.pim_requests.append(body)
+        number = len(self.pim_requests)
+        if body["action"] == "adminAssign":
+            schedule = body.get("scheduleInfo") or {}
+            expiration = schedule.get("expiration") or {}
+            if expiration.get("type") != "afterDateTime" or not expiration.get("endDateTime"):
+                return await self._respond(graph_error(400, "InvalidSchedule"))
+            if any((i["groupId"], i["principalId"], i["accessId"]) == key for i in self.pim):
+                return await self._respond(graph_error(400, "RoleAssignmentExists"))
+            self.pim.append(
+                {
+                    "id": f"{key[0]}_{key[2]}_pr{number}",
+                    "groupId": key[0],
+                    "principalId": key[1],
+                    "accessId": key[2],
+                    "assignmentType": "Assigned",
+                    "memberType": "Direct",
+                    "startDateTime": schedule.get("startDateTime"),
+                    "endDateTime": expiration["endDateTime"],
+                    "assignmentScheduleId": f"{key[0]}_{key[2]}_pr{number}",
+                }
+            )
+            return web.json_response(
+                {"id": f"pr{number}", "status": "Provisioned", "targetScheduleId": f"pr{number}"},
+                status=201,
+            )
+        if body["action"] == "adminRemove":
+            before = len(self.pim)
+            self.pim = [
+                i for i in self.pim if (i["groupId"], i["principalId"], i["accessId"]) != key
+            ]
+            if len(self.pim) == before:
+                return await self._respond(graph_error(404, "RoleAssignmentDoesNotExist"))
+            return web.json_response({"id": f"pr{number}", "status": "Revoked"}, status=201)
+        return await self._respond(graph_error(400, "InvalidAction"))
+
     async def _group(self, request: web.Request) -> web.Response:
         scripted = await self._record("group", request)
         if scripted:
@@ -540,6 +640,19 @@ class GraphStandIn:
         if group is None:
             return await self._respond(graph_error(404, "Request_ResourceNotFound"))
         return web.json_response({"id": gid, "displayName": group["displayName"]})
+
+
+def iso(d: datetime | None) -> str | None:
+    """Graph's instant format (UTC, ``Z``), ``None`` kept."""
+    return None if d is None else d.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def ended(instance: dict[str, Any], now: datetime) -> bool:
+    """A PIM instance whose ``endDateTime`` is at or before ``now``."""
+    end = instance.get("endDateTime")
+    if not isinstance(end, str):
+        return False
+    return datetime.fromisoformat(end.replace("Z", "+00:00")) <= now
 
 
 class StandInHttpClient:

@@ -10,8 +10,17 @@ import pytest
 import pytest_asyncio
 
 from adapters.entra import check_configuration, required_permissions
-from bot.cli_entra import groups_from, handle_check, pim_from, register, run_check, settings_from
+from bot.cli_entra import (
+    executors_from,
+    groups_from,
+    handle_check,
+    pim_from,
+    register,
+    run_check,
+    settings_from,
+)
 from tests.adapters.graph_standin import (
+    ALL_ROLES,
     APPROVERS,
     CLIENT,
     LEADS,
@@ -161,3 +170,74 @@ def test_cli_reports_invalid_settings_with_exit_status_two() -> None:
     out = io.StringIO()
     assert handle_check(args, environ={"KEYTURN_ENTRA_CLIENT_ID": CLIENT}, out=out) == 2
     assert "exactly one credential" in out.getvalue()
+
+
+@pytest.mark.asyncio
+async def test_entra_check_reports_exactly_the_missing_executor_permission(
+    standin: GraphStandIn,
+) -> None:
+    # The role executor's write permission is there (as the broader one); the group's is not.
+    standin.roles = [*ALL_ROLES, "RoleManagement.ReadWrite.Directory"]
+    out = io.StringIO()
+    status = await run_check(
+        settings(standin),
+        [APPROVERS],
+        require_pim=True,
+        out=out,
+        http_client=standin.http_client(),
+        executors=["entra.role.assign", "entra.group.add"],
+    )
+    text = out.getvalue()
+    assert status == 1, text
+    failures = [line for line in text.splitlines() if line.startswith("FAIL")]
+    assert failures == [
+        "FAIL  permission PrivilegedAssignmentSchedule.ReadWrite.AzureADGroup is missing "
+        "(application permission with admin consent, needed for the entra.group.add "
+        "executor: adding, removing and reading back PIM for Groups members)"
+    ]
+    assert (
+        "ok    permission RoleAssignmentSchedule.ReadWrite.Directory "
+        "(granted: RoleManagement.ReadWrite.Directory)" in text
+    )
+    # Granting it completes the configuration.
+    standin.roles.append("PrivilegedAssignmentSchedule.ReadWrite.AzureADGroup")
+    out = io.StringIO()
+    status = await run_check(
+        settings(standin),
+        [APPROVERS],
+        require_pim=True,
+        out=out,
+        http_client=standin.http_client(),
+        executors=["entra.role.assign", "entra.group.add"],
+    )
+    assert status == 0, out.getvalue()
+
+
+def test_executor_permissions_are_only_checked_for_configured_executors() -> None:
+    base = [p.name for p in required_permissions(require_pim=False)]
+    assert [
+        p.name for p in required_permissions(require_pim=False, executors=["entra.group.add"])
+    ] == [
+        *base,
+        "PrivilegedAssignmentSchedule.ReadWrite.AzureADGroup",
+    ]
+    role = required_permissions(require_pim=False, executors=["entra.role.assign"])[-1]
+    assert role.name == "RoleAssignmentSchedule.ReadWrite.Directory"
+    assert "RoleManagement.ReadWrite.Directory" in role.satisfied_by
+    with pytest.raises(ValueError):
+        required_permissions(require_pim=False, executors=["webhook"])
+
+
+def test_cli_reads_executors_from_the_flag_or_the_environment() -> None:
+    args = parser().parse_args(["entra", "check", "--executors", "role, Group"])
+    assert executors_from(args, {}) == ["entra.group.add", "entra.role.assign"]
+    args = parser().parse_args(["entra", "check"])
+    assert executors_from(args, {"KEYTURN_ENTRA_EXECUTORS": "entra.group.add"}) == [
+        "entra.group.add"
+    ]
+    assert executors_from(args, {}) == []
+    args = parser().parse_args(["entra", "check", "--tenant-id", TENANT, "--executors", "webhook"])
+    out = io.StringIO()
+    environ = {"KEYTURN_ENTRA_CLIENT_ID": CLIENT, "KEYTURN_ENTRA_CLIENT_SECRET": SECRET}
+    assert handle_check(args, environ=environ, out=out) == 2
+    assert "unknown executor webhook" in out.getvalue()

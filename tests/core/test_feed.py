@@ -132,3 +132,66 @@ def test_executor_steps_have_a_feed_line_and_failures_stand_out() -> None:
 
     assert "exec" in line("ok") and "rollback ✓" in line("ok")
     assert "FAILED" in line("failed")
+
+
+def test_an_execution_that_needs_a_person_shouts_in_the_feed() -> None:
+    from core.canonical import sha256_b64u
+    from core.feed import feed_line
+    from core.receipts import Receipt, ReceiptKind
+    from tests.fakes import T0
+
+    def line(state: str) -> str:
+        receipt = Receipt(
+            kind=ReceiptKind.EXECUTOR_STEP,
+            receipt_id="rc-1",
+            timestamp=T0,
+            actor="keyturn",
+            policy_hash_b64u=sha256_b64u(b"policy"),
+            request_id="r-1",
+            request_hash_b64u=sha256_b64u(b"request"),
+            job_id="j-1",
+            tool_route="entra.role.assign",
+            details={
+                "executor": "entra",
+                "step": "rollback",
+                "outcome": "failed",
+                "state": state,
+                "detail": "PIM refused the removal: 503",
+            },
+        )
+        return feed_line(8, receipt)
+
+    assert "⚠ NEEDS A PERSON: PIM refused the removal: 503" in line("rollback_failed")
+    assert "NEEDS A PERSON" not in line("rollback_sent")
+
+
+def test_a_reconciliation_finding_is_a_loud_line_about_no_request() -> None:
+    from core.canonical import sha256_b64u
+    from core.feed import feed_line
+    from core.receipt_events import reconcile_finding
+    from tests.fakes import T0
+
+    receipt = reconcile_finding(
+        policy_hash_b64u=sha256_b64u(b"policy"),
+        finding="unknown_holder",
+        executor="entra.group.add",
+        target_id="90000000-0000-4000-8000-0000000000c1",
+        principal_id="a1a1a1a1-0000-4000-8000-0000000000ff",
+        at=T0,
+        receipt_id="rc-2",
+    )
+    assert receipt.request_id is None and not receipt.is_about_request
+    text = feed_line(9, receipt)
+    assert text.startswith("#9 RECONCILE") and "entra.group.add" in text
+    assert "⚠ NOT GRANTED BY KEYTURN" in text and "holder a1a1…00ff" in text
+    assert text.endswith("permanent") and "\n" not in text
+    with pytest.raises(ValueError):
+        reconcile_finding(
+            policy_hash_b64u=sha256_b64u(b"policy"),
+            finding="looks_odd",
+            executor="entra.group.add",
+            target_id="t",
+            principal_id="p",
+            at=T0,
+            receipt_id="rc-3",
+        )

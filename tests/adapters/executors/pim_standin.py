@@ -5,10 +5,15 @@ Adds, by subclassing :class:`tests.adapters.graph_standin.GraphStandIn`:
 * ``POST /v1.0/roleManagement/directory/roleAssignmentScheduleRequests`` (route
   ``roleRequests``): ``adminAssign`` creates an active instance until the requested
   ``expiration.endDateTime``; ``adminRemove`` deletes it or answers 404
-  ``RoleAssignmentDoesNotExist``; needs RoleManagement.ReadWrite.Directory;
+  ``RoleAssignmentDoesNotExist``; needs RoleAssignmentSchedule.ReadWrite.Directory (or
+  the broader RoleManagement.ReadWrite.Directory);
 * ``GET /v1.0/roleManagement/directory/roleAssignmentScheduleInstances`` (route
-  ``roleInstances``) with ``$filter=principalId eq '…' and roleDefinitionId eq '…'``;
+  ``roleInstances``) with ``$filter=principalId eq '…' and roleDefinitionId eq '…'`` or
+  ``$filter=roleDefinitionId eq '…'``;
 * ``GET /v1.0/users/{upn}``: Graph also accepts a user principal name as the key.
+
+With ``now`` set, role instances past their end are gone too (Entra's own expiry).
+PIM for Groups requests and instances come from the base stand-in.
 """
 
 from __future__ import annotations
@@ -22,10 +27,23 @@ from aiohttp import web
 from tests.adapters import graph_standin as g
 
 ROLE_ROLES = (*g.ALL_ROLES, "RoleManagement.ReadWrite.Directory")
+#: Application permissions of a tenant set up for both PIM executors, least privileged.
+EXECUTOR_ROLES = (
+    "User.Read.All",
+    "RoleAssignmentSchedule.ReadWrite.Directory",
+    g.PIM_GROUP_WRITE,
+)
+ROLE_WRITE = ("RoleAssignmentSchedule.ReadWrite.Directory", "RoleManagement.ReadWrite.Directory")
+ROLE_READ = (
+    "RoleAssignmentSchedule.Read.Directory",
+    "RoleManagement.Read.Directory",
+    "RoleManagement.Read.All",
+    *ROLE_WRITE,
+)
 PRA = "e8611ab8-c189-46e8-94e1-60213ab1f814"  # Privileged Role Administrator (template id)
 REQUESTS_PATH = "/v1.0/roleManagement/directory/roleAssignmentScheduleRequests"
 INSTANCES_PATH = "/v1.0/roleManagement/directory/roleAssignmentScheduleInstances"
-_FILTER = re.compile(r"principalId eq '([^']+)' and roleDefinitionId eq '([^']+)'")
+_FILTER = re.compile(r"(?:principalId eq '([^']+)' and )?roleDefinitionId eq '([^']+)'")
 
 
 class PimStandIn(g.GraphStandIn):
@@ -42,19 +60,16 @@ class PimStandIn(g.GraphStandIn):
             return
         super().script(route, *replies)
 
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/common/discovery/instance", self._instance)
-        app.router.add_get("/{tenant}/v2.0/.well-known/openid-configuration", self._openid)
-        app.router.add_post("/{tenant}/oauth2/v2.0/token", self._token)
-        app.router.add_get("/v1.0/users/{id}", self._user)
+    def expire(self) -> None:
+        super().expire()
+        if self.now is not None:
+            now = self.now()
+            self.role_instances = [i for i in self.role_instances if not g.ended(i, now)]
+
+    def routes(self, app: web.Application) -> None:
         app.router.add_post(REQUESTS_PATH, self._role_request)
         app.router.add_get(INSTANCES_PATH, self._role_instances)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.origin = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        super().routes(app)
 
     async def _user(self, request: web.Request) -> web.Response:
         key = request.match_info["id"].lower()
@@ -67,9 +82,10 @@ class PimStandIn(g.GraphStandIn):
         scripted = await self._record("roleRequests", request)
         if scripted:
             return await self._respond(scripted)
-        denied = self._authorized(request, "RoleManagement.ReadWrite.Directory")
+        denied = self._authorized(request, ROLE_WRITE)
         if denied:
             return await self._respond(denied)
+        self.expire()
         body = self.calls[-1].body
         if not isinstance(body, dict) or not all(
             isinstance(body.get(k), str)
@@ -116,9 +132,10 @@ class PimStandIn(g.GraphStandIn):
         scripted = await self._record("roleInstances", request)
         if scripted:
             return await self._respond(scripted)
-        denied = self._authorized(request, "RoleManagement.ReadWrite.Directory")
+        denied = self._authorized(request, ROLE_READ)
         if denied:
             return await self._respond(denied)
+        self.expire()
         match = _FILTER.fullmatch(request.query.get("$filter", ""))
         if not match:
             return await self._respond(g.graph_error(400, "BadRequest", "filter required"))
@@ -126,6 +143,6 @@ class PimStandIn(g.GraphStandIn):
         value = [
             i
             for i in self.role_instances
-            if i["principalId"] == principal and i["roleDefinitionId"] == role
+            if principal in (None, i["principalId"]) and i["roleDefinitionId"] == role
         ]
         return web.json_response({"value": value})

@@ -45,7 +45,7 @@ async def test_an_empty_database_is_upgraded_to_exactly_the_code_schema(
     engine = create_engine(database_url(fresh_target.url), fresh_target.settings())
     try:
         assert await current_revision(engine) is None
-        assert await upgrade(engine) == head_revision() == "0004"
+        assert await upgrade(engine) == head_revision() == "0005"
         async with engine.connect() as conn:
             differences = await conn.run_sync(_differences)
             head = (await conn.execute(text("SELECT id, size FROM log_head"))).all()
@@ -84,7 +84,7 @@ async def test_a_database_at_the_previous_revision_keeps_its_data(fresh_target: 
 
     store = await open_store(fresh_target.url, auto_upgrade=True, settings=fresh_target.settings())
     try:
-        assert await store.revision() == head_revision() == "0004"
+        assert await store.revision() == head_revision() == "0005"
         assert (await verify_log(store)).size == 1
         async with store.unit_of_work() as uow:
             same = await uow.outbox.enqueue(
@@ -148,9 +148,9 @@ def test_keyturn_db_upgrade_upgrades_then_reports_current(
 ) -> None:
     url = sqlite_url(tmp_path)
     assert _cli(["db", "upgrade", "--url", url]) == 0
-    assert "upgraded from empty to 0004" in capsys.readouterr().out
+    assert "upgraded from empty to 0005" in capsys.readouterr().out
     assert _cli(["db", "upgrade", "--url", url]) == 0
-    assert "already at revision 0004" in capsys.readouterr().out
+    assert "already at revision 0005" in capsys.readouterr().out
 
 
 def test_keyturn_db_upgrade_fails_closed_with_a_clear_message(
