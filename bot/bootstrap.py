@@ -45,6 +45,7 @@ class App:
         for task in self.tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self.service.close()
         await self.store.close()
 
 

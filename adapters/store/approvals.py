@@ -91,6 +91,10 @@ _IS_REVOKED = select(t.token_revocations.c.token_hash).where(
 )
 
 
+#: Ids per ``IN (…)`` when reading many states (well under SQLite's parameter limit).
+_STATES_CHUNK = 500
+
+
 def _request_row(request: ApprovalRequest) -> dict[str, Any]:
     binding = request.binding
     return {
@@ -146,6 +150,27 @@ class SqlRequestRepository(Repository):
         if row is None:
             raise StoreError("NOT_FOUND", f"no request {request_id}")
         return _request_from_row(row.state, row.record)
+
+    async def states(self, request_ids: Sequence[str]) -> dict[str, RequestState]:
+        """The stored state of each known request among ``request_ids`` (unknown ones are
+        left out), read without loading the records: what a waiting poll needs to know."""
+        found: dict[str, RequestState] = {}
+        ids = list(dict.fromkeys(request_ids))
+        c = t.requests.c
+        for start in range(0, len(ids), _STATES_CHUNK):
+            chunk = ids[start : start + _STATES_CHUNK]
+            result = await self._execute(
+                select(c.request_id, c.state).where(c.request_id.in_(chunk)),
+                doing="reading request states",
+            )
+            for row in result:
+                try:
+                    found[row.request_id] = RequestState(row.state)
+                except ValueError as e:
+                    raise StoreError(
+                        "RECORD_CORRUPT", f"request {row.request_id} has an unknown state"
+                    ) from e
+        return found
 
     async def replace(self, before: ApprovalRequest, after: ApprovalRequest) -> None:
         """Store ``after`` only if the stored state is still ``before.state``.

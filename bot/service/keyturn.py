@@ -23,7 +23,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from adapters.store import SqlUnitOfWork
 from bot.service.evidence import Evidence, Recorded
-from bot.service.runtime import Event, Runtime, new_id
+from bot.service.runtime import Event, PendingWatch, Runtime, new_id
 from core import receipt_events as events
 from core.canonical import b64u_decode, b64u_encode, digests_equal
 from core.cards import Card, build_card
@@ -109,6 +109,11 @@ class Keyturn:
         # Final requests waiting to be sealed by the scheduler (in this process only;
         # bundle() seals on demand whatever is missed here). Insertion-ordered.
         self._to_seal: dict[str, None] = {}
+        self._watch = PendingWatch(runtime.store, runtime.hub)
+
+    async def close(self) -> None:
+        """Stop the background work this service started (before the store closes)."""
+        await self._watch.stop()
 
     # ------------------------------------------------------------------ policies
 
@@ -409,39 +414,28 @@ class Keyturn:
 
         Every answer comes from :meth:`_status_once` (token verified, ownership checked,
         a job token minted once approved). In between, a change made in this process
-        wakes the poll at once; changes made by other replicas are found by re-reading
-        only the request's state every second, which is all a waiting poll needs.
+        wakes the poll at once; changes made by other replicas are found by the
+        :class:`~bot.service.runtime.PendingWatch`, one query a second for all polls.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, wait_seconds)
-        full = True
-        status: RequestStatus | None = None
         while True:
+            # Registered before the read, so a change between the read and the wait
+            # still wakes this poll.
             waiter = self.rt.hub.waiter(request_id)
             try:
-                if full or status is None:
-                    status = await self._status_once(cst, request_id)
-                    if status.state != "pending":
-                        return status
-                elif not await self._still_pending(request_id):
-                    full = True
-                    continue
+                status = await self._status_once(cst, request_id)
                 remaining = deadline - loop.time()
-                if remaining <= 0:
-                    # A fresh, verified answer, not the one from the start of the wait.
-                    return status if full else await self._status_once(cst, request_id)
+                if status.state != "pending" or remaining <= 0:
+                    return status
+                self._watch.ensure_running()
                 try:
-                    await asyncio.wait_for(waiter.wait(), timeout=min(1.0, remaining))
-                    full = True  # changed in this process
+                    await asyncio.wait_for(waiter.wait(), timeout=remaining)
                 except TimeoutError:
-                    full = False
+                    # A fresh, verified answer, not the one from the start of the wait.
+                    return await self._status_once(cst, request_id)
             finally:
                 self.rt.hub.forget(request_id, waiter)
-
-    async def _still_pending(self, request_id: str) -> bool:
-        async with self.rt.store.unit_of_work(read_only=True) as uow:
-            request = await uow.requests.get(request_id)
-        return request.state is RequestState.PENDING
 
     async def _status_once(self, cst: str, request_id: str) -> RequestStatus:
         now = self.rt.clock.now()

@@ -7,6 +7,7 @@ read the clock once per use case (``now = runtime.clock.now()``) and pass it dow
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -81,6 +82,60 @@ class Hub:
             waiters.discard(waiter)
             if not waiters:
                 self._waiters.pop(request_id, None)
+
+    def waited_for(self) -> list[str]:
+        """The request ids someone in this process is waiting on."""
+        return list(self._waiters)
+
+    def wake(self, request_id: str) -> None:
+        """Wake everyone waiting on ``request_id`` (it changed somewhere else)."""
+        for waiter in self._waiters.pop(request_id, set()):
+            waiter.set()
+
+
+class PendingWatch:
+    """Finds requests that stopped being pending on *another* replica, for waiting polls.
+
+    A change made in this process wakes its waiters through the :class:`Hub` at once.
+    For changes made elsewhere, one task reads the states of every request waited on
+    in this process with one query per ``every_seconds`` (instead of one query per
+    waiting poll) and wakes the waiters of those no longer pending. It runs only while
+    someone waits; :meth:`ensure_running` (re)starts it.
+    """
+
+    def __init__(self, store: SqlStore, hub: Hub, *, every_seconds: float = 1.0) -> None:
+        self._store = store
+        self._hub = hub
+        self._every = every_seconds
+        self._task: asyncio.Task[None] | None = None
+
+    def ensure_running(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._every)
+            waited = self._hub.waited_for()
+            if not waited:
+                return  # nobody waits: the next waiter starts a new task
+            try:
+                async with self._store.unit_of_work(read_only=True) as uow:
+                    states = await uow.requests.states(waited)
+            except Exception:
+                log.warning("reading the states of waited-on requests failed", exc_info=True)
+                continue
+            for request_id in waited:
+                state = states.get(request_id)
+                if state is None or state.value != "pending":
+                    self._hub.wake(request_id)  # gone or moved on: let the poll look
 
 
 class ServiceMetrics(Protocol):

@@ -1,9 +1,14 @@
-"""The in-memory Merkle tree after commits: leaves this process wrote are taken without a
+"""Two replicas on one database.
+
+The in-memory Merkle tree after commits: leaves this process wrote are taken without a
 store read; a leaf another replica appended in between sends the sync to the store, and
-the tree never holds anything but the store's leaves, in the store's order."""
+the tree never holds anything but the store's leaves, in the store's order. A long poll
+waiting on one replica learns of approvals recorded on the other."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,6 +21,7 @@ from bot import demo
 from bot.bootstrap import App, build
 from core.canonical import b64u_encode
 from core.merkle import MerkleTree
+from core.quorum import Verdict
 
 
 @pytest_asyncio.fixture
@@ -30,8 +36,8 @@ async def replicas(tmp_path: Path) -> AsyncIterator[tuple[App, App]]:
         await first.close()
 
 
-async def _submit(app: App, key: FileSigner, n: int) -> None:
-    """One gated call (one ``request_created`` receipt) through ``app``."""
+async def _submit(app: App, key: FileSigner, n: int) -> tuple[str, str]:
+    """One gated call (one ``request_created`` receipt) through ``app``: (runner, id)."""
     kt = app.service
     challenge = await kt.agent_challenge(key.did)
     signature = key.sign(("keyturn-job-v1\n" + challenge.challenge).encode("utf-8"))
@@ -42,7 +48,8 @@ async def _submit(app: App, key: FileSigner, n: int) -> None:
     submitted = await kt.submit(
         cst=job.runner_token, job_id=job.job_id, tool_route="payments.transfer", params=params
     )
-    assert submitted.outcome == "gated"
+    assert submitted.outcome == "gated" and submitted.request_id is not None
+    return job.runner_token, submitted.request_id
 
 
 async def _stored_root(app: App, size: int) -> bytes:
@@ -103,3 +110,36 @@ async def test_interleaved_replicas_keep_every_tree_a_prefix_of_the_stored_log(
         async with app.store.unit_of_work(read_only=True) as uow:
             stored = await uow.log.size()
         assert app.service.evidence.proofs.size == stored
+
+
+@pytest.mark.asyncio
+async def test_a_poll_waiting_on_one_replica_sees_the_approval_recorded_on_the_other(
+    replicas: tuple[App, App],
+) -> None:
+    first, second = replicas
+    key = FileSigner.load(first.settings.data_dir / "keys" / "demo-agent.pem")
+    await first.service.register_agent(key.did, name="agent", by="test")
+    runner, request_id = await _submit(first, key, 0)
+    polls = [
+        asyncio.create_task(
+            first.service.request_status(cst=runner, request_id=request_id, wait_seconds=20)
+        )
+        for _ in range(3)
+    ]
+    await asyncio.sleep(0.2)
+    assert not any(p.done() for p in polls)
+    view = await second.service.view(request_id)
+    started = time.monotonic()
+    for who in ("bob", "carol"):
+        await second.service.decide(
+            request_id,
+            demo.person(who),
+            Verdict.APPROVE,
+            platform="test",
+            typed_confirmation=view.request.binding.payload_hash_b64u[-4:],
+        )
+    statuses = await asyncio.wait_for(asyncio.gather(*polls), timeout=10)
+    waited = time.monotonic() - started
+    assert waited < 5, f"the other replica's approval took {waited:.1f} s to be seen"
+    assert [s.state for s in statuses] == ["approved"] * 3
+    assert all(s.grant is not None and s.job_token for s in statuses)
