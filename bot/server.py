@@ -67,6 +67,7 @@ def build_web_app(
         demo_people=console.people if console else None,
         submit_test_call=console.submit_test_call if console else None,
         secret_key=(console.secret_key if console else None) or secrets.token_bytes(32),
+        executions=app.executions,
     )
 
     async def background(_: web.Application) -> AsyncIterator[None]:
