@@ -539,3 +539,30 @@ async def test_an_executor_its_adapter_refuses_stops_start_up_and_nothing_is_lef
     with pytest.raises(ConfigError) as e:
         await build(settings, create_key=True)
     assert e.value.message.startswith(expected), e.value.message
+
+
+async def test_every_receipt_kind_is_in_the_published_bundle_schema() -> None:
+    """A bundle with executor steps must pass ``keyturn verify``'s schema check too."""
+    schema = json.loads(
+        (
+            Path(__file__).resolve().parents[2]
+            / "manifests"
+            / "schemas"
+            / "keyturn-proof-bundle.schema.json"
+        ).read_text()
+    )
+    found = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            kind = node.get("kind")
+            if isinstance(kind, dict) and "enum" in kind:
+                found.append(set(kind["enum"]))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(schema)
+    assert found and all({k.value for k in ReceiptKind} <= kinds for kinds in found)
