@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -46,6 +46,8 @@ class App:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     #: The configured executors at work (None: no ``[executors]`` configured).
     executions: Executions | None = None
+    #: Run last on close (e.g. the demo's local receiver), newest first.
+    on_close: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     async def close(self) -> None:
         for task in self.tasks:
@@ -56,6 +58,9 @@ class App:
         if self.executions is not None:
             await self.executions.aclose()  # finishes or cancels calls, closes HTTP clients
         await self.store.close()
+        for close in reversed(self.on_close):
+            with contextlib.suppress(Exception):
+                await close()
 
 
 def _directory(settings: KeyturnSettings) -> Directory:
