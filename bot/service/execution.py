@@ -299,9 +299,18 @@ class Executions:
         except asyncio.CancelledError:
             raise
         except Exception:
-            # Never crash the service; the failure is paged, and the window's end still
-            # rolls back whatever the receipts say may have happened.
+            # Never crash the service. When nothing was receipted yet, receipt the failure
+            # (outcome unknown, so the window's end rolls back) so it is paged and visible.
             log.exception("automatic execution of %s failed", request_id)
+            try:
+                request = (await self._kt.view(request_id)).request
+                if (await self.status(request_id)).state is ExecutionState.NOT_STARTED:
+                    binding, _ = self._bound(request)
+                    failed = StepResult(False, "keyturn failed while executing (internal error)")
+                    await self._record(request, binding, "execute", failed, 1)
+                    return
+            except Exception:
+                log.exception("could not receipt the failed execution of %s", request_id)
             await self._kt.rt.hub.publish(
                 Event(
                     "executor_alert",
@@ -320,10 +329,13 @@ class Executions:
         """
         kt = self._kt
         now = kt.rt.clock.now()
-        view = await kt.view(request_id)
-        request = view.request
+        async with kt.rt.store.unit_of_work(read_only=True) as uow:
+            # One light read first: most approvals are not bound break-glass requests.
+            request = await uow.requests.get(request_id)
         if request.state is not RequestState.APPROVED or not self.bound(request):
             return None
+        view = await kt.view(request_id)
+        request = view.request
         status = await self.status(request_id)
         if status.state is not ExecutionState.NOT_STARTED:
             self._started.add(request_id)

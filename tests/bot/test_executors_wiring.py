@@ -391,6 +391,34 @@ async def test_a_refused_rollback_pages_stays_visible_and_only_a_person_clears_i
     assert any("resolve ✓" in line and "Carol Diaz" in line for line in feed)
 
 
+async def test_a_transient_failure_is_retried_and_a_no_is_not(
+    world: tuple[App, Receiver],
+) -> None:
+    app, receiver = world
+    receiver.script["execute"] = [503]
+    first = await approve(app)
+    await settled(app)
+    assert await state(app, first) is S.VERIFIED
+    [execute] = [r for _, r in await step_receipts(app, first) if r.details["step"] == "execute"]
+    assert execute.details["attempts"] == 2
+
+    alerts = alerts_of(app)
+    receiver.clock.advance(601)
+    await app.service.run_due()  # the first window ends and rolls back
+    receiver.script["execute"] = [400]
+    second = await approve(app)
+    await settled(app)
+    assert await state(app, second) is S.EXECUTE_FAILED
+    [execute] = [r for _, r in await step_receipts(app, second) if r.details["step"] == "execute"]
+    assert execute.details["attempts"] == 1 and execute.details["status"] == 400
+    assert [a.data["state"] for a in alerts] == ["execute_failed"]
+    # The call was sent, so the window's end still sends the declared rollback.
+    receiver.clock.advance(601)
+    await app.service.run_due()
+    assert await state(app, second) is S.ROLLED_BACK
+    assert receiver.steps == ["execute", "rollback", "rollback"]
+
+
 async def test_a_requester_who_left_before_approval_is_refused_before_anything_is_sent(
     world: tuple[App, Receiver],
 ) -> None:
