@@ -62,6 +62,7 @@ from core.executor import (
 from core.identity import IdentityKind, IdentityRef
 from core.receipts import ReceiptKind, verify_receipt
 from core.requests import ApprovalRequest, RequestState
+from core.times import to_iso
 
 if TYPE_CHECKING:
     from adapters.store import SqlUnitOfWork
@@ -105,8 +106,6 @@ class StepRecord:
     actor_name: str | None
 
     def to_json(self) -> dict[str, Any]:
-        from core.times import to_iso
-
         return {
             "receipt_index": self.index,
             "at": to_iso(self.at),
@@ -144,10 +143,6 @@ class Executions:
         self._running: dict[str, asyncio.Task[None]] = {}
         #: Approved requests whose execution has started (no need to look again).
         self._started: set[str] = set()
-
-    @property
-    def executors(self) -> Mapping[str, Executor]:
-        return dict(self._executors)
 
     def bound(self, request: ApprovalRequest) -> bool:
         """True when keyturn itself executes ``request`` (a break-glass request whose
