@@ -32,6 +32,8 @@ COMMAND_MODULES: list[str] = [
     "bot.cli_db",
     "bot.cli_serve",
     "bot.cli_breakglass",
+    "bot.cli_executions",
+    "bot.cli_gate",
     "bot.cli_mcp",
     "bot.cli_teams",
 ]

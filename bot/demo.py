@@ -9,6 +9,11 @@ into the log: every card and receipt comes from the real use cases.
 two-person rule demands: a gated payment approved by two people and executed once, a
 replay and a tampered payload refused, a break-glass window opened and revoked with
 the kill switch, and every sealed proof bundle verified offline.
+
+The break-glass route is executed by keyturn itself: ``keyturn demo`` starts a local
+webhook receiver (:mod:`bot.demo_receiver`, the README's receiver recipe) and binds the
+policy's ``entra.role.assign`` executor to it, so the story shows the approved action
+executed and verified at once, and rolled back (and verified gone) by the kill switch.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from adapters.agents.sdk import Gate, KeyturnClientError
 from adapters.signer import FileSigner, generate_key_file
 from bot.bootstrap import App, build
 from bot.service.breakglass import breakglass_token, request_breakglass, revoke
-from bot.settings import KeyturnSettings
+from bot.settings import ExecutionSettings, ExecutorSettings, KeyturnSettings
 from core.bundle_format import bundle_bytes
 from core.canonical import b64u_encode
 from core.errors import KeyturnError
@@ -88,9 +93,36 @@ def demo_settings(data_dir: Path, **server: Any) -> KeyturnSettings:
     )
 
 
+DEMO_EXECUTOR = "entra.role.assign"
+
+
 async def start(data_dir: Path, **server: Any) -> App:
-    settings = demo_settings(data_dir, **server)
-    app = await build(settings, create_key=True)
+    """The demo's keyturn, with its break-glass route executed through a local receiver."""
+    from bot.demo_receiver import DemoReceiver
+    from bot.service.runtime import SystemClock
+
+    clock = SystemClock()
+    receiver = DemoReceiver(clock)
+    url = await receiver.start()
+    settings = demo_settings(data_dir, **server).model_copy(
+        update={
+            "executors": {
+                DEMO_EXECUTOR: ExecutorSettings(
+                    kind="webhook", url=f"{url}/execute", rollback_url=f"{url}/rollback"
+                )
+            },
+            "execution": ExecutionSettings(allow_loopback_http=True),
+        }
+    )
+    try:
+        app = await build(settings, create_key=True, clock=clock)
+    except BaseException:
+        await receiver.close()
+        raise
+    app.on_close.append(receiver.close)
+    # The receiver trusts the key keyturn publishes at /.well-known/keyturn.
+    receiver.public_key = app.service.rt.signer.public_key
+    app.demo_receiver = receiver  # type: ignore[attr-defined]  # the story reads it
     agent = FileSigner.load(settings.data_dir / "keys" / "demo-agent.pem")
     try:
         await app.service.register_agent(agent.did, name=AGENT_NAME, by="keyturn-demo")
@@ -266,6 +298,15 @@ async def scripted(app: App, story: Story, *, url: str, out_dir: Path | None = N
         bid, person("carol"), Verdict.APPROVE, platform="demo", typed_confirmation=bconfirm
     )
     story.check(opened.state == "approved", "Bob and Carol approve: the window is open")
+    receiver = getattr(app, "demo_receiver", None)
+    if app.executions is not None and receiver is not None:
+        await app.executions.drain(timeout=30)
+        executed = await app.executions.status(bid)
+        story.check(
+            executed.state.value == "verified" and len(receiver.active) == 1,
+            "keyturn carries out the role assignment itself: a signed webhook call, verified "
+            f"by the receiver offline with keyturn's public key ({executed.state.value})",
+        )
     token = await breakglass_token(kt, bid, person("alice"))
     story.check(
         bool(token.token),
@@ -279,6 +320,13 @@ async def scripted(app: App, story: Story, *, url: str, out_dir: Path | None = N
         view.request.state.value == "revoked",
         "Carol pulls the kill switch: window closed, tokens revoked",
     )
+    if app.executions is not None and receiver is not None:
+        undone = await app.executions.status(bid)
+        story.check(
+            undone.state.value == "rolled_back" and not receiver.active,
+            "the declared rollback runs at once: a second signed call, confirmed gone "
+            f"({undone.state.value})",
+        )
     for number, step in enumerate(view.card.rollback_steps, 1):
         story.say(f"     rollback {number}. {step}")
 

@@ -24,6 +24,7 @@ from adapters.teams.settings import check_startup
 from adapters.web import mount_console
 from bot.bootstrap import App, scheduler
 from bot.logging_setup import request_id_middleware
+from bot.service.reconcile import reconcile_forever
 from core.outcomes import Submitted
 
 log = logging.getLogger(__name__)
@@ -68,14 +69,19 @@ def build_web_app(
         demo_people=console.people if console else None,
         submit_test_call=console.submit_test_call if console else None,
         secret_key=(console.secret_key if console else None) or secrets.token_bytes(32),
+        executions=app.executions,
     )
 
     async def background(_: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(scheduler(app.service))
+        tasks = [asyncio.create_task(scheduler(app.service))]
+        if app.reconciler is not None:
+            tasks.append(asyncio.create_task(reconcile_forever(app.reconciler)))
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     web_app.cleanup_ctx.append(background)
     _mount_chat(web_app, app, metrics)

@@ -20,9 +20,12 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from adapters.entra import EntraSettings
 from adapters.slack import SlackSettings
 from adapters.teams import TeamsSettings
-from core.errors import ConfigError
+from bot.service.reconcile import ReconcileSettings
+from core.errors import ConfigError, PolicyError
+from core.executor import ExecutorRegistry
 
 
 class ServerSettings(BaseModel):
@@ -61,6 +64,47 @@ class TokenSettings(BaseModel):
     challenge_ttl_seconds: int = Field(default=120, ge=10, le=600)
 
 
+#: Options each built-in executor kind understands (besides ``kind`` and ``routes``); a
+#: misspelt option of a known kind stops start-up instead of being silently ignored.
+#: Kinds not listed here pass their options to their adapter, which checks them.
+KNOWN_EXECUTOR_OPTIONS: dict[str, frozenset[str]] = {
+    "webhook": frozenset({"url", "rollback_url", "timeout_seconds"}),
+    "entra.role.assign": frozenset({"roles", "directory_scope_id", "principals"}),
+    "entra.group.add": frozenset({"groups", "principals"}),
+}
+
+
+class ExecutorSettings(BaseModel):
+    """One ``[executors."NAME"]`` table: the executor the policy's ``breakglass.executor``
+    names. ``routes`` defaults to ``[NAME]``; every other key is an option of the kind
+    (a webhook's ``url`` and ``rollback_url``, a role executor's ``roles``…)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    kind: str
+    routes: list[str] | None = None
+
+    def to_config(self) -> dict[str, Any]:
+        """The mapping :meth:`core.executor.ExecutorRegistry.from_config` reads."""
+        config: dict[str, Any] = {"kind": self.kind, **(self.model_extra or {})}
+        if self.routes is not None:
+            config["routes"] = list(self.routes)
+        return config
+
+
+class ExecutionSettings(BaseModel):
+    """How keyturn runs its executors: retries with backoff for transient failures."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Attempts per step (execute, verify, rollback, verify_rollback) on transient errors.
+    max_attempts: int = Field(default=5, ge=1, le=20)
+    first_delay_seconds: float = Field(default=0.5, ge=0, le=60)
+    max_delay_seconds: float = Field(default=30.0, ge=0, le=600)
+    #: Local development only: let webhook executors call http://127.0.0.1 / localhost.
+    allow_loopback_http: bool = False
+
+
 class KeyturnSettings(BaseSettings):
     """Everything keyturn reads from its environment."""
 
@@ -87,6 +131,37 @@ class KeyturnSettings(BaseSettings):
     slack: SlackSettings | None = None
     #: Microsoft Teams surface (adapters/teams); off unless configured.
     teams: TeamsSettings | None = None
+    #: The Entra tenant keyturn's Entra executors act on (``[entra]``); off unless configured.
+    entra: EntraSettings | None = None
+    #: Executors by name (``[executors."entra.role.assign"]``): which break-glass routes
+    #: keyturn carries out itself once approved, and how. None configured: none run.
+    executors: dict[str, ExecutorSettings] = Field(default_factory=dict)
+    execution: ExecutionSettings = Field(default_factory=ExecutionSettings)
+    #: ``[reconcile]``: the periodic check of what the executors granted (runs only
+    #: when executors are configured).
+    reconcile: ReconcileSettings = Field(default_factory=ReconcileSettings)
+
+    @field_validator("executors")
+    @classmethod
+    def _executors(cls, value: dict[str, ExecutorSettings]) -> dict[str, ExecutorSettings]:
+        for name, spec in value.items():
+            known = KNOWN_EXECUTOR_OPTIONS.get(spec.kind)
+            unknown = sorted(set(spec.model_extra or {}) - known) if known is not None else []
+            if unknown:
+                raise ValueError(
+                    f"executors.{name}: unknown option {unknown[0]!r} for kind {spec.kind} "
+                    f"(known: kind, routes, {', '.join(sorted(known or ()))})"
+                )
+        try:
+            ExecutorRegistry.from_config(executor_config(value))
+        except PolicyError as e:
+            raise ValueError(e.message) from e
+        return value
+
+    @property
+    def executor_registry(self) -> ExecutorRegistry:
+        """The configured executors as :class:`core.executor.ExecutorRegistry` (checked at load)."""
+        return ExecutorRegistry.from_config(executor_config(self.executors))
 
     @property
     def resolved_database_url(self) -> str:
@@ -103,6 +178,10 @@ class KeyturnSettings(BaseSettings):
         if self.server.public_url:
             return self.server.public_url.rstrip("/")
         return f"http://{self.server.host}:{self.server.port}"
+
+
+def executor_config(executors: dict[str, ExecutorSettings]) -> dict[str, Any]:
+    return {name: spec.to_config() for name, spec in executors.items()}
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> KeyturnSettings:

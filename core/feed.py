@@ -6,6 +6,9 @@ Pure text, no chat-platform markup (adapters wrap it in a code block or the like
     #1044 grant      payments.transfer  r-7f2c  g-5d1e      until 11:01
     #1045 gate-pass  payments.transfer  r-7f2c  g-5d1e      payload ✓
     #1046 gate-deny  payments.transfer  r-9a01  PAYLOAD_HASH_MISMATCH
+    #1050 EXEC-ALERT entra.role.assign  r-5c7e  entra.role.assign  rollback ✗ FAILED
+          state rollback_failed  !! NEEDS A PERSON  the receiver answered 503
+    #1051 exec       entra.role.assign  r-5c7e  Carol Diaz  resolve ✓  state resolved  "…"
     checkpoint  keyturn/acme-prod  size 1046  root Hq8x…21A=  signed by did:key:z6Mk…GE7c7
 
 Checkpoint lines make the chat workspace an outside witness of the log: a consistency
@@ -25,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from core.checkpoint import Checkpoint
+from core.executor import ALERTING
 from core.receipts import Receipt, ReceiptKind
 
 #: The most lines one folded message holds; older lines are summarised in one line.
@@ -50,8 +54,9 @@ _LABELS: dict[ReceiptKind, str] = {
     ReceiptKind.EXECUTOR_STEP: "exec",
     ReceiptKind.RECONCILE_FINDING: "RECONCILE",
 }
-#: Execution states that need a person (the feed shouts them; see core.executor.ALERTING).
-_NEEDS_A_PERSON = frozenset({"execute_failed", "verify_failed", "rollback_failed"})
+#: The label of an executor step that left the execution needing a person.
+ALERT_LABEL = "EXEC-ALERT"
+_ALERTING_STATES = frozenset(str(s) for s in ALERTING)
 # Minimum widths of the aligned columns: #index, kind, route, request, who.
 _WIDTHS = (0, 9, 17, 6, 10)
 _GAP = "  "
@@ -121,6 +126,7 @@ def receipt_cells(index: int, receipt: Receipt) -> tuple[str, ...]:
     req = f"req {short_hash(receipt.request_hash_b64u)}" if receipt.request_hash_b64u else ""
     pol = f"pol {short_hash(receipt.policy_hash_b64u)}"
     cells: tuple[str, ...]
+    label = _LABELS[kind]
     if kind is ReceiptKind.POLICY_ACTIVATED:
         route = _detail(receipt, "policy_id", 40) or "—"
         cells = (_who(receipt), pol)
@@ -160,19 +166,18 @@ def receipt_cells(index: int, receipt: Receipt) -> tuple[str, ...]:
         cells = (_who(receipt), f"step {number} done", _detail(receipt, "step"))
     elif kind is ReceiptKind.EXECUTOR_STEP:
         outcome = _detail(receipt, "outcome", 8)
-        mark = "✓" if outcome == "ok" else "✗ FAILED"
+        step = _detail(receipt, "step", 16)
         state = _detail(receipt, "state", 24)
-        loud = (
-            "⚠ NEEDS A PERSON: " + _detail(receipt, "detail", 80)
-            if (state in _NEEDS_A_PERSON)
-            else ""
-        )
-        cells = (
-            _detail(receipt, "executor", 24),
-            f"{_detail(receipt, 'step', 16)} {mark}",
-            f"state {state}",
-            loud,
-        )
+        mark = "✓" if outcome == "ok" else "✗ FAILED"
+        if step == "resolve":  # a person's word on a failure: who, and what they said
+            cells = (_who(receipt), f"resolve {mark}", f"state {state}")
+            cells += (f'"{_detail(receipt, "detail", 60)}"',)
+        else:
+            cells = (_detail(receipt, "executor", 24), f"{step} {mark}", f"state {state}")
+        if state in _ALERTING_STATES:
+            # Loud on purpose: the feed is where the security team is paged.
+            label = ALERT_LABEL
+            cells += ("!! NEEDS A PERSON", _detail(receipt, "detail", 60))
     elif kind is ReceiptKind.RECONCILE_FINDING:
         route = _detail(receipt, "executor", 40) or "—"
         end = receipt.details.get("ends_at")
@@ -188,7 +193,6 @@ def receipt_cells(index: int, receipt: Receipt) -> tuple[str, ...]:
             _detail(receipt, "bundle_id", 24),
             f"bundle {short_hash(receipt.details.get('bundle_hash_b64u'))}",
         )
-    label = _LABELS[kind]
     return (f"#{index}", label, route, request, *(c for c in cells if c))
 
 

@@ -13,7 +13,12 @@ Pages (server-rendered HTML, a little JavaScript for the live feed, no external 
 ``POST /breakglass``               request break-glass as the signed-in person
 ``POST /requests/{id}/token``      the requester's break-glass token, shown once
 ``POST /requests/{id}/revoke``     the kill switch
+``POST /requests/{id}/resolve``    resolve a failed execution (eligible approver, a note)
 =================================  =======================================================
+
+With ``executions`` (keyturn's executors configured), the request page shows what the
+executor did, and a failed execution (``rollback_failed``…) is an alert at the top of
+the inbox and on its page, with a resolve form, until a person resolves it.
 
 Security: every POST checks the session's CSRF token (hidden form field, constant-time
 compare) and, when the browser sends one, that ``Origin`` is this host; the session
@@ -38,9 +43,10 @@ from aiohttp import web
 
 from adapters.web.feed import Feed
 from adapters.web.pages import FormValues, Notice, Viewer, e, layout
-from adapters.web.ports import ConsoleService, RequestViewLike, SubmitTestCall
+from adapters.web.ports import ConsoleService, ExecutionsLike, RequestViewLike, SubmitTestCall
 from adapters.web.screens import (
     BundleSummary,
+    ExecutionPanel,
     SecretToken,
     feed_json,
     feed_page,
@@ -83,6 +89,7 @@ _DONE = {
     "approve": "Your approval was recorded.",
     "deny": "Your denial was recorded.",
     "revoke": "The window was closed and its tokens revoked.",
+    "resolve": "The execution is resolved; your note is receipted.",
     "gated": "The policy gated this call: it needs approval before it can run.",
     "breakglass": "Break-glass requested: two approvers must now approve it.",
 }
@@ -109,8 +116,10 @@ class Console:
         demo_people: Sequence[tuple[str, str]] | None,
         submit_test_call: SubmitTestCall | None,
         secret_key: bytes,
+        executions: ExecutionsLike | None = None,
     ) -> None:
         self.service = service
+        self.executions = executions
         self.trusted_did = trusted_did
         self.demo = demo_people is not None
         self.people: tuple[tuple[str, str], ...] = tuple(
@@ -142,6 +151,7 @@ class Console:
             web.post("/breakglass", self.breakglass),
             web.post("/requests/{request_id}/token", self.token),
             web.post("/requests/{request_id}/revoke", self.revoke),
+            web.post("/requests/{request_id}/resolve", self.resolve_execution),
         ]
 
     def _session(self, request: web.Request) -> Session | None:
@@ -266,8 +276,25 @@ class Console:
             notice=notice,
             form=form,
             form_name=form_name,
+            alerts=await self._alerts(),
         )
         return self._html(request, session, text, status=status)
+
+    async def _alerts(self) -> list[Any]:
+        if self.executions is None:
+            return []
+        try:
+            return [r for r in await self.executions.overview(limit=100) if r[1].alerting]
+        except KeyturnError as err:
+            log.warning("could not list executions: %s", err.reason_code)
+            return []
+
+    async def _execution(self, view: RequestViewLike) -> ExecutionPanel | None:
+        if self.executions is None or not self.executions.bound(view.request):
+            return None
+        request_id = view.request.request_id
+        status = await self.executions.status(request_id)
+        return ExecutionPanel(status, await self.executions.history(request_id))
 
     async def _load(self, request: web.Request) -> RequestViewLike | web.Response:
         request_id = request.match_info["request_id"]
@@ -301,6 +328,7 @@ class Console:
             lines=self.feed.lines(view.card.request_id),
             notice=notice,
             secret=secret,
+            execution=await self._execution(view),
         )
         return self._html(request, session, text, status=status)
 
@@ -577,6 +605,40 @@ class Console:
             )
         return self._redirect(f"/requests/{request_id}?done=revoke")
 
+    async def resolve_execution(self, request: web.Request) -> web.Response:
+        form, refused = await self._form(request)
+        if refused is not None:
+            return refused
+        subject = self._signed_in(request)
+        if subject is None:
+            return self._refuse(request, 403, "Sign in first", "Sign in to resolve.")
+        if self.executions is None:
+            return self._refuse(
+                request, 404, "No executors", "keyturn executes nothing itself here."
+            )
+        request_id = request.match_info["request_id"]
+        note = form.get("note", "").strip()
+        if not note:
+            return await self.request_view(
+                request,
+                notice=Notice(
+                    "Say what you checked and did: the note goes into the receipt. "
+                    "Nothing was recorded.",
+                    "error",
+                    "NOTE_REQUIRED",
+                ),
+                status=400,
+            )
+        try:
+            await self.executions.resolve(
+                request_id, IdentityRef(IdentityKind.OBJECT_ID, subject), note=note[:500]
+            )
+        except KeyturnError as err:
+            return await self.request_view(
+                request, notice=Notice(err.message, "error", err.reason_code), status=409
+            )
+        return self._redirect(f"/requests/{request_id}?done=resolve")
+
 
 def _params(text: str) -> dict[str, Any] | str:
     """The parameters a person typed, or the problem with them (a sentence)."""
@@ -607,6 +669,7 @@ def mount_console(
     demo_people: Sequence[tuple[str, str]] | None,
     submit_test_call: Callable[[str, Mapping[str, Any]], Awaitable[Submitted]] | None,
     secret_key: bytes,
+    executions: ExecutionsLike | None = None,
 ) -> Console:
     """Add the console's routes to ``web_app`` and subscribe its feed to the service's hub.
 
@@ -619,6 +682,8 @@ def mount_console(
             in as (demo mode); ``None`` makes the console read-only.
         submit_test_call: submits a call as the demo agent; ``None`` hides that form.
         secret_key: at least 32 random bytes that sign session cookies.
+        executions: keyturn's executors at work (``None``: none configured); shows
+            execution state and alerts, and enables resolving a failed execution.
 
     Returns:
         the mounted :class:`Console` (its ``feed`` holds the receipt lines seen).
@@ -632,6 +697,7 @@ def mount_console(
         demo_people=demo_people,
         submit_test_call=submit_test_call,
         secret_key=secret_key,
+        executions=executions,
     )
     service.rt.hub.subscribe(console.feed.on_event)
     web_app.add_routes(console.routes())

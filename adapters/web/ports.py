@@ -12,7 +12,9 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from core.cards import Card
+from core.executor import ExecutionStatus
 from core.grants import Grant
+from core.identity import IdentityRef
 from core.outcomes import Submitted
 from core.policy import Policy
 from core.quorum import ApproverDecision
@@ -92,6 +94,50 @@ class ConsoleService(DecidingService, Protocol):
     async def bundle(self, request_id: str) -> Mapping[str, Any]: ...
 
     async def checkpoint(self) -> str: ...
+
+
+class StepRecordLike(Protocol):
+    """One verified ``executor_step`` receipt (``bot.service.execution.StepRecord``)."""
+
+    @property
+    def index(self) -> int: ...
+
+    @property
+    def at(self) -> datetime: ...
+
+    @property
+    def step(self) -> str: ...
+
+    @property
+    def outcome(self) -> str: ...
+
+    @property
+    def attempts(self) -> int: ...
+
+    @property
+    def detail(self) -> str: ...
+
+    @property
+    def actor(self) -> str: ...
+
+    @property
+    def actor_name(self) -> str | None: ...
+
+
+class ExecutionsLike(Protocol):
+    """keyturn's executors at work (``bot.service.execution.Executions``)."""
+
+    def bound(self, request: ApprovalRequest) -> bool: ...
+
+    async def status(self, request_id: str) -> ExecutionStatus: ...
+
+    async def history(self, request_id: str) -> Sequence[StepRecordLike]: ...
+
+    async def overview(
+        self, *, include_settled: bool = False, limit: int = 200
+    ) -> Sequence[tuple[ApprovalRequest, ExecutionStatus]]: ...
+
+    async def resolve(self, request_id: str, by: IdentityRef, *, note: str) -> ExecutionStatus: ...
 
 
 SubmitTestCall = Callable[[str, Mapping[str, Any]], Awaitable[Submitted]]

@@ -22,8 +22,10 @@ from adapters.web.pages import (
     timeline_html,
     when,
 )
-from adapters.web.ports import RequestViewLike
+from adapters.web.ports import RequestViewLike, StepRecordLike
 from core.bundle_verify import BundleReport
+from core.executor import ExecutionStatus
+from core.requests import ApprovalRequest
 
 DEFAULT_TEST_ROUTE = "payments.transfer"
 DEFAULT_TEST_PARAMS = {
@@ -47,6 +49,23 @@ class BundleSummary:
     note: str
     report: BundleReport | None = None
     failure: tuple[str, str] | None = None  # (reason_code, message)
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionPanel:
+    """What keyturn's executor did for a request it executes itself."""
+
+    status: ExecutionStatus
+    steps: Sequence[StepRecordLike]
+
+
+#: What each alerting state means for the person reading it.
+ALERT_TEXT = {
+    "execute_failed": "keyturn could not carry out the approved action (or cannot tell "
+    "whether it happened).",
+    "verify_failed": "the action was sent, but keyturn could not confirm it took effect.",
+    "rollback_failed": "keyturn could not undo the action: the change may still be in place.",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,10 +107,12 @@ def inbox_page(
     notice: Notice | None = None,
     form: FormValues | None = None,
     form_name: str | None = None,
+    alerts: Sequence[tuple[ApprovalRequest, ExecutionStatus]] = (),
 ) -> str:
     parts = ["<h1>Inbox</h1>"]
     if not viewer.demo:
         parts.append(f'<p class="notice info read-only" role="note">{e(READ_ONLY_NOTE)}</p>')
+    parts.append(alerts_html(alerts))
     parts.append('<section aria-labelledby="pending-title">')
     parts.append(f'<h2 id="pending-title">Waiting for approval ({len(pending)})</h2>')
     if pending:
@@ -108,6 +129,24 @@ def inbox_page(
         parts.append('<p class="hint">Sign in (top right) to approve, deny or submit.</p>')
     parts.append(feed_html(lines, checkpoint))
     return layout("Inbox", "".join(parts), viewer, notice=notice)
+
+
+def alerts_html(alerts: Sequence[tuple[ApprovalRequest, ExecutionStatus]]) -> str:
+    """Executions that need a person, loud, at the top of the inbox."""
+    if not alerts:
+        return ""
+    items = "".join(
+        f'<li><a href="/requests/{e(r.request_id)}">{e(r.request_id)}</a> · '
+        f"{e(r.binding.tool_route)} · <strong>{e(s.state)}</strong>: "
+        f'{e(ALERT_TEXT.get(str(s.state), ""))} <span class="note">{e(s.last_detail)}</span></li>'
+        for r, s in alerts
+    )
+    return (
+        '<section class="alert" role="alert" aria-labelledby="alerts-title">'
+        f'<h2 id="alerts-title">Executions that need a person ({len(alerts)})</h2>'
+        f"<ul>{items}</ul><p>Check each target by hand, then resolve it on its request page "
+        "(or <code>keyturn executions resolve</code>); the note is receipted.</p></section>"
+    )
 
 
 def _recent(recent: Sequence[RequestViewLike]) -> str:
@@ -184,6 +223,7 @@ def request_page(
     lines: Sequence[FeedEntry],
     notice: Notice | None = None,
     secret: SecretToken | None = None,
+    execution: ExecutionPanel | None = None,
 ) -> str:
     card = view.card
     request = view.request
@@ -195,6 +235,8 @@ def request_page(
     )
     if secret is not None:
         parts.append(_secret(secret))
+    if execution is not None:
+        parts.append(execution_html(view, viewer, execution))
     parts.append(view_card(view, viewer, now))
     parts.append(_window_actions(view, viewer))
     grant = view.grant
@@ -217,6 +259,50 @@ def request_page(
         + "</section>"
     )
     return layout(f"Request {card.request_id}", "".join(parts), viewer, notice=notice)
+
+
+def execution_html(view: RequestViewLike, viewer: Viewer, panel: ExecutionPanel) -> str:
+    """The executor's state and steps; a failure is an alert with the resolve form."""
+    status = panel.status
+    state = str(status.state)
+    rid = e(view.card.request_id)
+    alerting = status.alerting
+    loud = ' alert" role="alert' if alerting else ""
+    parts = [
+        f'<section class="execution{loud}" id="execution" aria-labelledby="execution-title">'
+        '<h2 id="execution-title">Executed by keyturn</h2>'
+        f"<p>Executor <code>{e(status.executor or '—')}</code> · state "
+        f'<strong class="execution-state">{e(state)}</strong></p>'
+    ]
+    if alerting:
+        parts.append(
+            f"<p><strong>Needs a person:</strong> {e(ALERT_TEXT.get(state, ''))} "
+            f"{e(status.last_detail)}</p>"
+        )
+        if viewer.signed_in and viewer.object_id not in requesters(view):
+            parts.append(
+                f'<form method="post" action="/requests/{rid}/resolve" class="stack">'
+                f"{hidden_csrf(viewer)}"
+                f'<label for="resolve-note-{rid}">What did you check and do? (receipted)</label>'
+                f'<textarea id="resolve-note-{rid}" name="note" rows="3" required '
+                'maxlength="500"></textarea>'
+                '<button type="submit" class="danger">Resolve</button></form>'
+            )
+        elif viewer.signed_in:
+            parts.append('<p class="hint">An eligible approver other than you must resolve it.</p>')
+    elif state == "not_started":
+        parts.append("<p>Nothing executed yet: keyturn runs it once the window opens.</p>")
+    if panel.steps:
+        rows = "".join(
+            f"<li>#{s.index} {when(s.at)} <code>{e(s.step)}</code> "
+            f"{'✓' if s.outcome == 'ok' else '✗ FAILED'}"
+            f"{f' ×{s.attempts}' if s.attempts > 1 else ''} · "
+            f"{e(s.actor_name or s.actor)}: {e(s.detail)}</li>"
+            for s in panel.steps
+        )
+        parts.append(f'<ol class="execution-steps">{rows}</ol>')
+    parts.append("</section>")
+    return "".join(parts)
 
 
 def _secret(secret: SecretToken) -> str:

@@ -14,6 +14,16 @@ receipts (:func:`core.executor.fold`), so there is no table to drift from the lo
 Transient failures (5xx, 429, timeouts) are retried with backoff (:class:`RetryPolicy`);
 a 4xx that means "no" is not.
 
+Automatic execution (``install(..., automatic=True)``, what ``bot.bootstrap`` does)::
+
+    approval lands (hub event "request", state approved) ─┐
+    scheduler sweep (after a restart, another process) ───┴─▶ run_approved
+      ─ only a break-glass request whose route the policy binds to a configured executor
+      ─ only once: the gate consumes the grant; a replica that loses the race stops
+      ─ refused before anything was sent ─ execute_failed (sent: no), paged, no rollback
+      ─ grant used but no execute receipt after a grace period (keyturn stopped mid-call)
+        ─ execute_failed (outcome unknown), paged, rolled back at window end
+
 Wiring: ``install(app.service, Executions(app.service, registry, executors))`` makes
 ``close_window`` roll back; without it nothing is executed by keyturn.
 """
@@ -21,17 +31,19 @@ Wiring: ``install(app.service, Executions(app.service, registry, executors))`` m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from bot.service.breakglass import breakglass_token
 from bot.service.evidence import Recorded
 from bot.service.runtime import Event
 from core import receipt_events as events
-from core.errors import ApprovalRefusedError, GateDeniedError
+from core.errors import ApprovalRefusedError, GateDeniedError, KeyturnError
 from core.executor import (
     ALERTING,
     NEEDS_ROLLBACK,
@@ -47,9 +59,10 @@ from core.executor import (
     check_target,
     fold,
 )
-from core.identity import IdentityRef
-from core.receipts import ReceiptKind
+from core.identity import IdentityKind, IdentityRef
+from core.receipts import ReceiptKind, verify_receipt
 from core.requests import ApprovalRequest, RequestState
+from core.times import to_iso
 
 if TYPE_CHECKING:
     from adapters.store import SqlUnitOfWork
@@ -59,11 +72,51 @@ log = logging.getLogger(__name__)
 
 Step = Callable[[Action], Awaitable[StepResult]]
 MAX_NOTE = 500
+#: A grant used this long ago without an execute receipt was not used by a live call of
+#: this keyturn: it stopped mid-call, or someone used the grant outside keyturn. Longer
+#: than any execute with its retries can take (attempts × (timeout + backoff)).
+UNRECEIPTED_GRACE = timedelta(minutes=10)
+#: How long closing the service waits for executions in flight before cancelling them.
+DRAIN_SECONDS = 10.0
 
 
-def install(kt: Keyturn, executions: Executions) -> None:
-    """Attach ``executions`` to the service so a closing window rolls back."""
+def install(kt: Keyturn, executions: Executions, *, automatic: bool = False) -> None:
+    """Attach ``executions`` to the service so a closing window rolls back.
+
+    With ``automatic``, an approved break-glass request bound to an executor is also
+    executed at once (see :meth:`Executions.run_approved`).
+    """
     kt.executions = executions  # type: ignore[attr-defined]
+    if automatic:
+        executions.watch()
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    """One verified ``executor_step`` receipt, for people (CLI, console)."""
+
+    index: int
+    at: datetime
+    step: str
+    outcome: str
+    state: str
+    attempts: int
+    detail: str
+    actor: str
+    actor_name: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "receipt_index": self.index,
+            "at": to_iso(self.at),
+            "step": self.step,
+            "outcome": self.outcome,
+            "state": self.state,
+            "attempts": self.attempts,
+            "detail": self.detail,
+            "actor": self.actor,
+            "actor_name": self.actor_name,
+        }
 
 
 class Executions:
@@ -86,6 +139,21 @@ class Executions:
         self._executors = dict(executors)
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
+        #: Automatic executions in flight in this process, by request id.
+        self._running: dict[str, asyncio.Task[None]] = {}
+        #: Approved requests whose execution has started (no need to look again).
+        self._started: set[str] = set()
+
+    def bound(self, request: ApprovalRequest) -> bool:
+        """True when keyturn itself executes ``request`` (a break-glass request whose
+        route the policy binds to a configured executor)."""
+        if request.breakglass is None:
+            return False
+        try:
+            self._registry.binding_for(request.binding.tool_route, request.breakglass)
+        except GateDeniedError:
+            return False
+        return True
 
     # ------------------------------------------------------------------ reading
 
@@ -93,6 +161,51 @@ class Executions:
         """The execution state of a request, folded from its ``executor_step`` receipts."""
         async with self._kt.rt.store.unit_of_work(read_only=True) as uow:
             return fold(await _steps(uow, request_id))
+
+    async def history(self, request_id: str) -> list[StepRecord]:
+        """The request's ``executor_step`` receipts, each verified against keyturn's key."""
+        kt = self._kt
+        records = []
+        async with kt.rt.store.unit_of_work(read_only=True) as uow:
+            for index in await uow.jobs.receipt_indexes(request_id):
+                envelope = json.loads((await uow.log.entries(index, index + 1))[0])
+                if envelope.get("payload", {}).get("kind") != ReceiptKind.EXECUTOR_STEP:
+                    continue
+                receipt = verify_receipt(envelope, trusted_signers={kt.rt.signer.did})
+                d = receipt.details
+                records.append(
+                    StepRecord(
+                        index=index,
+                        at=receipt.timestamp,
+                        step=str(d.get("step")),
+                        outcome=str(d.get("outcome")),
+                        state=str(d.get("state")),
+                        attempts=int(d.get("attempts", 1)),
+                        detail=str(d.get("detail", "")),
+                        actor=receipt.actor,
+                        actor_name=receipt.actor_name,
+                    )
+                )
+        return records
+
+    async def overview(
+        self, *, include_settled: bool = False, limit: int = 200
+    ) -> list[tuple[ApprovalRequest, ExecutionStatus]]:
+        """Break-glass requests keyturn executes, newest first, with their state.
+
+        Without ``include_settled``: only those that need a person (alerting) or are
+        under way (the window is open); rolled back, resolved and never-run closed
+        windows are left out.
+        """
+        async with self._kt.rt.store.unit_of_work(read_only=True) as uow:
+            found = [r for r in await uow.requests.find(limit=limit) if self.bound(r)]
+        rows = []
+        for request in found:
+            status = await self.status(request.request_id)
+            open_window = request.state is RequestState.APPROVED
+            if include_settled or status.alerting or open_window:
+                rows.append((request, status))
+        return rows
 
     # ------------------------------------------------------------------ execute
 
@@ -150,6 +263,161 @@ class Executions:
             return await self.rollback(request_id, reason="window closed during execution")
         return status
 
+    # ------------------------------------------------------------------ automatic
+
+    def watch(self) -> None:
+        """Execute approved, bound break-glass requests as soon as their approval lands."""
+        self._kt.rt.hub.subscribe(self._on_event)
+
+    async def _on_event(self, event: Event) -> None:
+        if (
+            event.kind == "request"
+            and event.request_id is not None
+            and event.data.get("state") == RequestState.APPROVED.value
+            and "execution" not in event.data
+        ):
+            self.start(event.request_id)
+
+    def start(self, request_id: str) -> None:
+        """Run :meth:`run_approved` for ``request_id`` in the background (once at a time)."""
+        if request_id in self._running or request_id in self._started:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._run(request_id), name=f"keyturn-execute-{request_id}"
+        )
+        self._running[request_id] = task
+        task.add_done_callback(lambda _: self._running.pop(request_id, None))
+
+    async def _run(self, request_id: str) -> None:
+        try:
+            await self.run_approved(request_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Never crash the service. When nothing was receipted yet, receipt the failure
+            # (outcome unknown, so the window's end rolls back) so it is paged and visible.
+            log.exception("automatic execution of %s failed", request_id)
+            try:
+                request = (await self._kt.view(request_id)).request
+                if (await self.status(request_id)).state is ExecutionState.NOT_STARTED:
+                    binding, _ = self._bound(request)
+                    failed = StepResult(False, "keyturn failed while executing (internal error)")
+                    await self._record(request, binding, "execute", failed, 1)
+                    return
+            except Exception:
+                log.exception("could not receipt the failed execution of %s", request_id)
+            await self._kt.rt.hub.publish(
+                Event(
+                    "executor_alert",
+                    request_id,
+                    {"state": "execute_failed", "step": "execute", "detail": "internal error"},
+                )
+            )
+
+    async def run_approved(self, request_id: str) -> ExecutionStatus | None:
+        """Execute an approved break-glass request keyturn is bound to run; once.
+
+        Returns the execution status, or ``None`` when there is nothing to do here: not
+        a bound break-glass request, not approved, the window already lapsed, or another
+        process is executing it. A refusal before anything was sent is receipted as a
+        failed execute (``sent: no``) and paged; it never raises for that.
+        """
+        kt = self._kt
+        now = kt.rt.clock.now()
+        async with kt.rt.store.unit_of_work(read_only=True) as uow:
+            # One light read first: most approvals are not bound break-glass requests.
+            request = await uow.requests.get(request_id)
+        if request.state is not RequestState.APPROVED or not self.bound(request):
+            return None
+        view = await kt.view(request_id)
+        request = view.request
+        status = await self.status(request_id)
+        if status.state is not ExecutionState.NOT_STARTED:
+            self._started.add(request_id)
+            return status
+        grant = view.grant
+        if grant is None or grant.expires_at <= now:
+            return None  # lapsed: the scheduler closes the window; nothing was executed
+        async with kt.rt.store.unit_of_work(read_only=True) as uow:
+            used_at = await uow.grants.consumed_at(grant.grant_id)
+        binding, _ = self._bound(request)
+        if used_at is not None:
+            if now - used_at < UNRECEIPTED_GRACE:
+                return None  # another replica passed the gate and is executing it
+            self._started.add(request_id)
+            unknown = StepResult(
+                False,
+                "the grant was used but no execution was receipted (keyturn stopped "
+                "mid-call, or the grant was used outside keyturn): the outcome is unknown",
+            )
+            return await self._record(request, binding, "execute", unknown, 1)
+        requester = IdentityRef(IdentityKind.OBJECT_ID, request.binding.requester)
+        try:
+            status = await self.execute_breakglass(request_id, requester)
+        except KeyturnError as e:
+            if e.reason_code == "GRANT_ALREADY_USED":
+                log.info("%s: another process executes it (its grant is used)", request_id)
+                return None
+            if (await kt.view(request_id)).request.state is not RequestState.APPROVED:
+                log.info("%s: the window closed before it was executed", request_id)
+                return None
+            self._started.add(request_id)
+            refused = StepResult(
+                False,
+                f"refused before anything was sent: {e.reason_code}: {e.message}",
+                reference={"sent": "no", "reason_code": e.reason_code},
+            )
+            return await self._record(request, binding, "execute", refused, 1)
+        self._started.add(request_id)
+        return status
+
+    async def sweep(self) -> int:
+        """The scheduler's pass: start approved, bound requests not executed yet.
+
+        Catches what the approval event did not reach: an approval that landed in
+        another process, or just before a restart. Returns how many were started.
+        """
+        async with self._kt.rt.store.unit_of_work(read_only=True) as uow:
+            approved = await uow.requests.find(states=[RequestState.APPROVED], limit=500)
+        open_ids = {r.request_id for r in approved}
+        self._started &= open_ids
+        started = 0
+        for request in approved:
+            rid = request.request_id
+            if rid in self._running or rid in self._started or not self.bound(request):
+                continue
+            self.start(rid)
+            started += 1
+        return started
+
+    async def drain(self, timeout: float | None = None) -> None:
+        """Wait until the automatic executions in flight have finished (or ``timeout``)."""
+        while running := [t for t in self._running.values() if not t.done()]:
+            _, pending = await asyncio.wait(running, timeout=timeout)
+            if pending:
+                return
+
+    async def aclose(self, *, drain_seconds: float = DRAIN_SECONDS) -> None:
+        """Let executions in flight finish (briefly), cancel the rest, close the executors.
+
+        A cancelled execution is picked up again: the next start's sweep re-runs one not
+        yet sent, and flags one cut off mid-call (see :data:`UNRECEIPTED_GRACE`).
+        """
+        if self._running:
+            await self.drain(drain_seconds)
+        for task in list(self._running.values()):
+            task.cancel()
+        for task in list(self._running.values()):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for executor in self._executors.values():
+            close = getattr(executor, "close", None)
+            if close is not None:
+                try:
+                    await close()
+                except Exception:
+                    log.exception("closing executor %s failed", executor.kind)
+
     # ------------------------------------------------------------------ rollback
 
     async def rollback(self, request_id: str, *, reason: str) -> ExecutionStatus:
@@ -169,6 +437,10 @@ class Executions:
             confirmed, attempts = await self._attempt(executor.verify_rollback, check)
             return await self._record(request, binding, "verify_rollback", confirmed, attempts)
         if status.state not in NEEDS_ROLLBACK:
+            return status
+        if status.state is ExecutionState.EXECUTE_FAILED and status.reference.get("sent") == "no":
+            # Refused before anything was sent: there is nothing to undo. It stays
+            # execute_failed (paged) until a person resolves it.
             return status
         binding, executor = self._bound(request)
         action = replace(_action(view), reference=status.reference)

@@ -134,35 +134,56 @@ def test_executor_steps_have_a_feed_line_and_failures_stand_out() -> None:
     assert "FAILED" in line("failed")
 
 
-def test_an_execution_that_needs_a_person_shouts_in_the_feed() -> None:
+def _executor_line(**details: object) -> str:
     from core.canonical import sha256_b64u
     from core.feed import feed_line
     from core.receipts import Receipt, ReceiptKind
     from tests.fakes import T0
 
-    def line(state: str) -> str:
-        receipt = Receipt(
-            kind=ReceiptKind.EXECUTOR_STEP,
-            receipt_id="rc-1",
-            timestamp=T0,
-            actor="keyturn",
-            policy_hash_b64u=sha256_b64u(b"policy"),
-            request_id="r-1",
-            request_hash_b64u=sha256_b64u(b"request"),
-            job_id="j-1",
-            tool_route="entra.role.assign",
-            details={
-                "executor": "entra",
-                "step": "rollback",
-                "outcome": "failed",
-                "state": state,
-                "detail": "PIM refused the removal: 503",
-            },
-        )
-        return feed_line(8, receipt)
+    receipt = Receipt(
+        kind=ReceiptKind.EXECUTOR_STEP,
+        receipt_id="rc-1",
+        timestamp=T0,
+        actor=str(details.pop("actor", "keyturn")),
+        actor_name=details.pop("actor_name", None),  # type: ignore[arg-type]
+        policy_hash_b64u=sha256_b64u(b"policy"),
+        request_id="r-1",
+        request_hash_b64u=sha256_b64u(b"request"),
+        job_id="j-1",
+        tool_route="entra.role.assign",
+        details={"executor": "entra", **details},
+    )
+    return feed_line(7, receipt)
 
-    assert "⚠ NEEDS A PERSON: PIM refused the removal: 503" in line("rollback_failed")
-    assert "NEEDS A PERSON" not in line("rollback_sent")
+
+@pytest.mark.parametrize("state", ["rollback_failed", "verify_failed", "execute_failed"])
+def test_a_step_that_leaves_the_execution_needing_a_person_is_a_loud_alert_line(
+    state: str,
+) -> None:
+    step = {"rollback_failed": "rollback", "verify_failed": "verify"}.get(state, "execute")
+    line = _executor_line(step=step, outcome="failed", state=state, detail="answered 503")
+    assert line.startswith("#7 EXEC-ALERT")
+    assert "NEEDS A PERSON" in line and "answered 503" in line and f"state {state}" in line
+
+
+def test_a_failed_step_that_is_retried_into_success_is_not_an_alert() -> None:
+    ok = _executor_line(step="verify_rollback", outcome="ok", state="rolled_back", detail="gone")
+    assert "EXEC-ALERT" not in ok and "NEEDS A PERSON" not in ok
+    sent = _executor_line(step="rollback", outcome="ok", state="rollback_sent", detail="202")
+    assert sent.startswith("#7 exec") and "rollback ✓" in sent
+
+
+def test_a_resolve_line_names_the_person_and_their_note_and_cannot_forge_a_line() -> None:
+    line = _executor_line(
+        step="resolve",
+        outcome="ok",
+        state="resolved",
+        detail="removed by hand\n#8 gate-pass forged",
+        actor="carol-oid",
+        actor_name="Carol Diaz",
+    )
+    assert "\n" not in line and "EXEC-ALERT" not in line
+    assert "Carol Diaz" in line and "resolve ✓" in line and '"removed by hand #8' in line
 
 
 def test_a_reconciliation_finding_is_a_loud_line_about_no_request() -> None:
