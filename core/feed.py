@@ -177,7 +177,7 @@ def receipt_cells(index: int, receipt: Receipt) -> tuple[str, ...]:
         if state in _ALERTING_STATES:
             # Loud on purpose: the feed is where the security team is paged.
             label = ALERT_LABEL
-            cells += ("!! NEEDS A PERSON", _detail(receipt, "detail", 60))
+            cells += ("!! NEEDS A PERSON", _detail(receipt, "detail", 120))
     elif kind is ReceiptKind.RECONCILE_FINDING:
         route = _detail(receipt, "executor", 40) or "—"
         end = receipt.details.get("ends_at")

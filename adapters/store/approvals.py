@@ -226,6 +226,33 @@ class SqlRequestRepository(Repository):
         result = await self._execute(statement, doing="listing requests")
         return [_request_from_row(row.state, row.record) for row in result]
 
+    async def pending_clocks(self, *, limit: int = 500) -> list[tuple[str, datetime, datetime]]:
+        """``(request id, created at, expires at)`` of pending requests, oldest first,
+        without loading their records (what a reminder sweep looks at every tick)."""
+        c = t.requests.c
+        result = await self._execute(
+            select(c.request_id, c.created_at, c.expires_at)
+            .where(c.state == RequestState.PENDING.value)
+            .order_by(c.created_at, c.request_id)
+            .limit(_limit(limit)),
+            doing="listing pending requests",
+        )
+        return [(r.request_id, r.created_at, r.expires_at) for r in result]
+
+    async def lapsed_windows(self, *, now: datetime, limit: int = 500) -> list[str]:
+        """Ids of approved requests whose grant has expired (windows to close), in one
+        query instead of a grant read per approved request."""
+        r, g = t.requests.c, t.grants.c
+        result = await self._execute(
+            select(r.request_id)
+            .select_from(t.requests.join(t.grants, g.request_id == r.request_id))
+            .where(r.state == RequestState.APPROVED.value, g.expires_at <= require_aware(now))
+            .order_by(g.expires_at, r.request_id)
+            .limit(_limit(limit)),
+            doing="listing lapsed windows",
+        )
+        return [row.request_id for row in result]
+
     async def due(self, *, now: datetime, limit: int = 100) -> list[ApprovalRequest]:
         """Pending requests whose deadline has passed, earliest first."""
         result = await self._execute(

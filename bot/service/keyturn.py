@@ -106,6 +106,9 @@ class Keyturn:
         self._policies: dict[str, Policy] = {}
         # request id → when approvers were last reminded (in this process only).
         self._reminded: dict[str, datetime] = {}
+        # pending request id → its shortest reminder interval in seconds (0: none), so
+        # the once-a-second sweep reads a request's record once, not every second.
+        self._reminder_every: dict[str, int] = {}
         # Final requests waiting to be sealed by the scheduler (in this process only;
         # bundle() seals on demand whatever is missed here). Insertion-ordered.
         self._to_seal: dict[str, None] = {}
@@ -739,12 +742,7 @@ class Keyturn:
         changed = 0
         async with self.rt.store.unit_of_work(read_only=True) as uow:
             due = [r.request_id for r in await uow.requests.due(now=now)]
-            approved = await uow.requests.find(states=[RequestState.APPROVED], limit=500)
-            lapsed = []
-            for request in approved:
-                grant = await uow.grants.for_request(request.request_id)
-                if grant is not None and grant.expires_at <= now:
-                    lapsed.append(request.request_id)
+            lapsed = await uow.requests.lapsed_windows(now=now)
         for request_id in due:
             changed += await self._expire(request_id, now)
         for request_id in lapsed:
@@ -766,19 +764,24 @@ class Keyturn:
         not a decision, so a duplicate is harmless and nothing is receipted.
         """
         async with self.rt.store.unit_of_work(read_only=True) as uow:
-            pending = await uow.requests.find(states=[RequestState.PENDING], limit=500)
+            clocks = await uow.requests.pending_clocks(limit=500)
             due: list[tuple[ApprovalRequest, list[ApproverDecision]]] = []
-            for request in pending:
-                every = [r.reminder_every_seconds or 0 for r in request.requirements]
-                every = [seconds for seconds in every if seconds > 0]
-                if not every:
+            for request_id, created_at, expires_at in clocks:
+                if request_id not in self._reminder_every:  # first sight: read its terms once
+                    request = await uow.requests.get(request_id)
+                    every = [r.reminder_every_seconds or 0 for r in request.requirements]
+                    self._reminder_every[request_id] = min((e for e in every if e > 0), default=0)
+                seconds = self._reminder_every[request_id]
+                if not seconds:
                     continue
-                last = self._reminded.get(request.request_id, request.binding.created_at)
-                if now - last >= timedelta(seconds=min(every)) and now < request.binding.expires_at:
-                    due.append((request, list(await uow.decisions.for_request(request.request_id))))
-        still_pending = {r.request_id for r in pending}
-        for request_id in [r for r in self._reminded if r not in still_pending]:
-            del self._reminded[request_id]
+                last = self._reminded.get(request_id, created_at)
+                if now - last >= timedelta(seconds=seconds) and now < expires_at:
+                    request = await uow.requests.get(request_id)
+                    due.append((request, list(await uow.decisions.for_request(request_id))))
+        still_pending = {request_id for request_id, _, _ in clocks}
+        for known in (self._reminded, self._reminder_every):
+            for request_id in [r for r in known if r not in still_pending]:
+                del known[request_id]
         for request, decisions in due:
             self._reminded[request.request_id] = now
             prog = progress(request, decisions)

@@ -289,7 +289,7 @@ async def test_a_rollback_that_never_succeeds_is_rollback_failed_and_loud_in_the
     assert (await w.executions.status(request_id)).state is S.ROLLBACK_FAILED
     assert len(w.graph.pim) == 1  # still a member: that is what the alert is about
     assert [a.data["state"] for a in w.alerts] == ["rollback_failed"]
-    loud = [line for line in w.feed() if "⚠ NEEDS A PERSON" in line]
+    loud = [line for line in w.feed() if "!! NEEDS A PERSON" in line]
     assert len(loud) == 1 and "rollback ✗ FAILED" in loud[0] and "503" in loud[0]
     assert "state rollback_failed" in loud[0]
 

@@ -107,6 +107,30 @@ async def test_due_lists_only_pending_requests_past_their_deadline(store: SqlSto
     assert [r.request_id for r in everything] == ["fresh", "later"]
 
 
+async def test_the_scheduler_reads_only_clocks_states_and_lapsed_windows(store: SqlStore) -> None:
+    """What the once-a-second sweep and waiting polls read, without loading records."""
+    service = ApprovalService(store)
+    older = new_request("older", now=NOW - timedelta(minutes=5))
+    newer = new_request("newer", now=NOW)
+    for request in (newer, older):
+        await service.open(request, now=request.binding.created_at)
+    await service.open(new_request("approved", now=NOW), now=NOW)
+    await service.decide("approved", "alice", now=NOW)
+    granted = (await service.decide("approved", "bob", now=NOW)).grant
+    assert granted is not None
+    async with store.unit_of_work(read_only=True) as uow:
+        clocks = await uow.requests.pending_clocks()
+        states = await uow.requests.states(["newer", "approved", "unknown", "newer"])
+        before = await uow.requests.lapsed_windows(now=granted.expires_at - timedelta(seconds=1))
+        after = await uow.requests.lapsed_windows(now=granted.expires_at)
+    assert clocks == [
+        ("older", older.binding.created_at, older.binding.expires_at),
+        ("newer", newer.binding.created_at, newer.binding.expires_at),
+    ]
+    assert states == {"newer": RequestState.PENDING, "approved": RequestState.APPROVED}
+    assert before == [] and after == ["approved"]
+
+
 async def test_one_person_decides_a_request_once_even_past_the_service_checks(
     store: SqlStore,
 ) -> None:
