@@ -12,6 +12,7 @@ hard. Everything here is pure: time comes in as ``now``.
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -226,6 +227,26 @@ def exact_payload(params: Mapping[str, Any], sensitive: frozenset[str]) -> str:
     return text
 
 
+#: Exact payload texts by (payload hash, sensitive paths): a request's card is drawn
+#: again on every view and poll, its parameters never change, and a request's params
+#: are checked against its payload hash whenever it is built or loaded. Bounded.
+_EXACT: OrderedDict[tuple[str, frozenset[str]], str] = OrderedDict()
+_EXACT_MAX = 1024
+
+
+def _exact_payload_of(request: ApprovalRequest) -> str:
+    key = (request.binding.payload_hash_b64u, request.sensitive_params)
+    text = _EXACT.get(key)
+    if text is None:
+        text = exact_payload(request.params, request.sensitive_params)
+        _EXACT[key] = text
+        if len(_EXACT) > _EXACT_MAX:
+            _EXACT.popitem(last=False)
+    else:
+        _EXACT.move_to_end(key)
+    return text
+
+
 def _group_names(keys: Sequence[str], groups: Mapping[str, Group]) -> str:
     return ", ".join(groups[k].display_name if k in groups else k for k in keys)
 
@@ -265,7 +286,7 @@ def build_card(
         window = f"{minutes} minutes from approval"
         if request.state is RequestState.APPROVED and grant_expires_at is not None:
             window = f"Window open until {hhmm(grant_expires_at)} UTC"
-    exact = exact_payload(request.params, request.sensitive_params)
+    exact = _exact_payload_of(request)
     return Card(
         request_id=request.request_id,
         route=b.tool_route,

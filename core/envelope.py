@@ -14,7 +14,7 @@ bare unsigned payload is never accepted.
 
 from __future__ import annotations
 
-import copy
+import json
 import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
@@ -83,10 +83,15 @@ def sign_envelope(
     """
     if envelope_type not in KNOWN_TYPES:
         raise EnvelopeError("UNKNOWN_ENVELOPE_TYPE", f"unknown envelope type {envelope_type!r}")
-    # A deep copy: the signed envelope must not share nested objects with the caller,
-    # or a later edit of the caller's dict would silently change what was signed.
-    shipped = copy.deepcopy(dict(payload))
-    digest = payload_hash(envelope_type, shipped)
+    # The payload shipped is decoded from the very bytes that were hashed: a private
+    # copy (a later edit of the caller's dict cannot change what was signed), and
+    # exactly what a verifier re-encodes. Decoding is several times faster than a deep
+    # copy of a bundle-sized payload.
+    encoded = (
+        canonical.jcs(payload) if envelope_type == WPC_TYPE else canonical.emission(payload)
+    )
+    digest = canonical.sha256_b64u(encoded)
+    shipped = json.loads(encoded)
     envelope: dict[str, Any] = {
         "envelope_version": "1",
         "envelope_type": envelope_type,

@@ -73,7 +73,7 @@ def create_engine(url: URL, settings: StoreSettings) -> AsyncEngine:
         "json_serializer": json_dumps,
         "json_deserializer": json_loads,
         "pool_size": settings.pool_size,
-        "max_overflow": settings.pool_size * 2,
+        "max_overflow": settings.pool_size,
         "pool_timeout": max(settings.busy_timeout_ms, settings.lock_timeout_ms) / 1000,
     }
     if is_sqlite(url):
