@@ -30,6 +30,9 @@ _ACTIVATION_COLUMNS = (
     t.policy_activations.c.note,
 )
 _LATEST_FIRST = (t.policy_activations.c.activated_at.desc(), t.policy_activations.c.id.desc())
+_ACTIVE_HASH = (
+    select(t.policy_activations.c.policy_hash).order_by(*_LATEST_FIRST).limit(1)
+)
 _ACTIVE = (
     select(t.policies)
     .join(t.policy_activations, t.policy_activations.c.policy_hash == t.policies.c.policy_hash)
@@ -132,6 +135,13 @@ class SqlPolicyRepository(Repository):
         result = await self._execute(_ACTIVE, doing="reading the active policy")
         row = result.first()
         return None if row is None else _policy(row)
+
+    async def active_hash(self) -> str | None:
+        """The hash of the most recently activated policy, without reading its document
+        (callers that keep compiled policies by hash need nothing more)."""
+        result = await self._execute(_ACTIVE_HASH, doing="reading the active policy")
+        value = result.scalar_one_or_none()
+        return None if value is None else str(value)
 
     async def history(self, *, limit: int = 50) -> list[PolicyActivation]:
         """Activations, newest first."""

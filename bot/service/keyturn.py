@@ -135,6 +135,10 @@ class Keyturn:
         return self._load(stored.document, now)
 
     async def _active(self, uow: SqlUnitOfWork, now: datetime) -> Policy:
+        active_hash = await uow.policies.active_hash()
+        cached = self._policies.get(active_hash) if active_hash is not None else None
+        if cached is not None:
+            return cached
         stored = await uow.policies.active()
         if stored is None:
             raise PolicyError("NO_ACTIVE_POLICY", "no policy is installed; nothing is allowed")

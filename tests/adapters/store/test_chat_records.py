@@ -20,6 +20,7 @@ async def test_policies_are_kept_by_hash_with_their_activation_history(store: Sq
     second = {"payload": {"name": "payments-v2"}}
     async with store.unit_of_work() as uow:
         assert await uow.policies.active() is None
+        assert await uow.policies.active_hash() is None
         assert await uow.policies.add("hash-1", first, at=NOW, name="payments-v1")
         assert not await uow.policies.add("hash-1", {"other": True}, at=NOW)
         assert await uow.policies.add("hash-2", second, at=NOW)
@@ -32,8 +33,10 @@ async def test_policies_are_kept_by_hash_with_their_activation_history(store: Sq
     async with store.unit_of_work(read_only=True) as uow:
         stored = await uow.policies.get("hash-1")
         active = await uow.policies.active()
+        active_hash = await uow.policies.active_hash()
         history = await uow.policies.history()
     assert stored.document == first and stored.name == "payments-v1"
+    assert active_hash == "hash-1"  # the latest activation, a roll-back included
     assert active is not None and active.policy_hash_b64u == "hash-1"
     assert [(a.policy_hash_b64u, a.note) for a in history] == [
         ("hash-1", "roll back"),
