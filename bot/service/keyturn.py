@@ -426,12 +426,16 @@ class Keyturn:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, wait_seconds)
+        approved = False
         while True:
             # Registered before the read, so a change between the read and the wait
             # still wakes this poll.
             waiter = self.rt.hub.waiter(request_id)
             try:
-                status = await self._status_once(cst, request_id)
+                if approved:  # woken by the approval: go straight to the minting read
+                    status = await self._status_minting(cst, request_id)
+                else:
+                    status = await self._status_once(cst, request_id)
                 remaining = deadline - loop.time()
                 if status.state != "pending" or remaining <= 0:
                     return status
@@ -441,6 +445,7 @@ class Keyturn:
                 except TimeoutError:
                     # A fresh, verified answer, not the one from the start of the wait.
                     return await self._status_once(cst, request_id)
+                approved = waiter.state == str(RequestState.APPROVED)
             finally:
                 self.rt.hub.forget(request_id, waiter)
 

@@ -55,7 +55,7 @@ class Hub:
 
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
-        self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._waiters: dict[str, set[Waiter]] = {}
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -63,20 +63,20 @@ class Hub:
     async def publish(self, event: Event) -> None:
         if event.request_id is not None:
             for waiter in self._waiters.pop(event.request_id, set()):
-                waiter.set()
+                waiter.wake(event.data.get("state"))
         for listener in list(self._listeners):
             try:
                 await listener(event)
             except Exception:
                 log.exception("event listener failed for %s", event.kind)
 
-    def waiter(self, request_id: str) -> asyncio.Event:
+    def waiter(self, request_id: str) -> Waiter:
         """An event set the next time ``request_id`` changes in this process."""
-        waiter = asyncio.Event()
+        waiter = Waiter()
         self._waiters.setdefault(request_id, set()).add(waiter)
         return waiter
 
-    def forget(self, request_id: str, waiter: asyncio.Event) -> None:
+    def forget(self, request_id: str, waiter: Waiter) -> None:
         waiters = self._waiters.get(request_id)
         if waiters is not None:
             waiters.discard(waiter)
@@ -90,7 +90,20 @@ class Hub:
     def wake(self, request_id: str) -> None:
         """Wake everyone waiting on ``request_id`` (it changed somewhere else)."""
         for waiter in self._waiters.pop(request_id, set()):
-            waiter.set()
+            waiter.wake(None)
+
+
+class Waiter(asyncio.Event):
+    """Set when a request changes; ``state`` is its new state when the change said so
+    (a hint for what to read next, never a decision: the reader checks the store)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.state: str | None = None
+
+    def wake(self, state: object) -> None:
+        self.state = state if isinstance(state, str) else None
+        self.set()
 
 
 class PendingWatch:
