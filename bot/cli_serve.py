@@ -69,7 +69,7 @@ def _log_format_arg(parser: argparse.ArgumentParser, default: str) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     from bot.bootstrap import running
-    from bot.server import serve
+    from bot.server import run, serve
 
     configure_logging(fmt=args.log_format)
     settings = load_settings(args.config)
@@ -78,13 +78,13 @@ def _serve(args: argparse.Namespace) -> int:
         async with running(settings) as app:
             await serve(app, ready=lambda url: print(f"keyturn listening on {url}", flush=True))
 
-    asyncio.run(main())
+    run(main())
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
     from bot import demo
-    from bot.server import serve
+    from bot.server import run, serve
 
     configure_logging(fmt=args.log_format, level=logging.WARNING if args.scripted else logging.INFO)
     if args.fresh:
@@ -123,7 +123,7 @@ def _demo(args: argparse.Namespace) -> int:
                 await server
             await app.close()
 
-    return asyncio.run(main())
+    return run(main())
 
 
 def _show(story: Any, url: str, settings: KeyturnSettings) -> None:

@@ -312,12 +312,14 @@ def _report(title: str, results: AgentResults, approved_at: dict[str, float]) ->
 
 
 def main() -> None:
+    from bot.server import run
+
     cores = os.cpu_count() or 0
     print(f"{AGENTS} concurrent agents × {ROUNDS} rounds, SQLite, loopback, {cores} cores")
     runs = {}
     for name, think in (("people", PEOPLE_THINK_SECONDS), ("capacity", None)):
         with tempfile.TemporaryDirectory(prefix="keyturn-bench-") as tmp:
-            runs[name] = asyncio.run(_run(Path(tmp) / "data", AGENTS, ROUNDS, think))
+            runs[name] = run(_run(Path(tmp) / "data", AGENTS, ROUNDS, think))  # as serve
     p99 = _report(
         f"approvers take {PEOPLE_THINK_SECONDS[0]:.0f}–{PEOPLE_THINK_SECONDS[1]:.0f} s each "
         f"to click: {AGENTS} requests pending at once",
