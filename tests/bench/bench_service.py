@@ -1,18 +1,28 @@
 """The whole service under load, on loopback: how much time keyturn itself adds.
 
-A real keyturn app (SQLite in a temporary directory, real keys, the demo policy) serves
-the agent API on a loopback port. A second process runs N concurrent agents (aiohttp
-clients): each starts a job, then, round after round, submits a gated payment, long-polls
-until it sees its grant, and presents it at ``POST /v1/gate/check``. Two approvers
-approve every request through ``service.decide`` (as every chat surface does) in the
-server's process, as soon as it is created.
+A real keyturn app (SQLite in a temporary directory, real keys, the demo policy, uvloop
+as ``keyturn serve`` runs it) serves the agent API on a loopback port. A second process
+runs 200 concurrent agents (aiohttp clients): each starts a job, then, round after
+round, submits a gated payment, long-polls until it sees its grant, and presents it at
+``POST /v1/gate/check``. Two approvers decide every request through ``service.decide``
+(as every chat surface does) in the server's process.
+
+Two runs:
+
+* **people**: each approver takes 2–8 s to click (uniformly drawn), and the agents' first
+  calls are spread over 10 s. About 200 requests are pending at any moment: the load the
+  goal names ("200 concurrent requests"), with people deciding at human speed.
+* **capacity**: every agent fires at once and approvers click the moment a card exists:
+  the service saturated, which shows its throughput (and the queueing a burst of 200
+  simultaneous calls meets).
 
 People are not part of keyturn's overhead, so the time measured per request is
 ``submit latency + (agent sees the grant − the 2nd approval returned)``; both processes
 read the same system-wide monotonic clock. It is reported next to the p99 of an empty
-endpoint (``GET /healthz``) hit at the same concurrency in the same run.
+endpoint (``GET /healthz``) hit by all agents at once in the same run. The goal verdict
+is on the people run.
 
-Run: ``python -m tests.bench service`` (about a minute).
+Run: ``python -m tests.bench service`` (about a minute and a half).
 """
 
 from __future__ import annotations
