@@ -1,21 +1,29 @@
 """The Bolt ``AsyncApp``: approve/deny clicks, modals and ``/breakglass``.
 
-Every listener acknowledges first (Slack's 3-second window) and then works: with
-``process_before_response=False`` Bolt answers HTTP 200 at ``ack()`` and the listener
-goes on. Modals are opened right after ``ack()`` because a ``trigger_id`` lives about
-3 seconds [A.3].
+Every listener acknowledges at once and leaves the slow part to a bounded work queue
+(:mod:`adapters.slack.work`): Bolt runs with ``process_before_response=True``, and a
+listener only reads the already parsed, already verified payload, offers a job and
+sets the ack, so Slack's 3-second window [A.3] never waits on the directory, the
+database or Slack's Web API. When the queue is full the ack still goes out and the
+user is told nothing was recorded (an ephemeral message, or the modal's own error
+line). Modals open from a second queue (``replies``) so a decision storm does not
+make a ``trigger_id`` (about 3 seconds of life) expire.
 
 A click is trusted only as far as Slack's signature on it (Bolt's request verification,
 always on, 5-minute window): the clicker is ``body.user.id`` of the signed payload,
 turned into a directory identity by the email on their Slack profile (``users.info``).
 Refusals go back as an ephemeral message with the service's own words; nothing is
-recorded. A Slack retry (``X-Slack-Retry-Num``) of a click already counted is a no-op.
+recorded. A Slack retry (``X-Slack-Retry-Num``) of a click already counted is a no-op;
+the store makes every decision count once whatever arrives twice.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
@@ -36,6 +44,7 @@ from adapters.slack.commands import (
 from adapters.slack.links import remember_link
 from adapters.slack.ports import KeyturnService
 from adapters.slack.settings import SlackSettings
+from adapters.slack.work import BUSY, Job, Offer, WorkQueue
 from core.cards import time_left
 from core.errors import ApprovalRefusedError, ConfigError, DirectoryError, KeyturnError, PolicyError
 from core.identity import IdentityKind, IdentityRef
@@ -46,6 +55,12 @@ log = logging.getLogger(__name__)
 
 COMMAND = "/breakglass"
 PLATFORM = "slack"
+#: Shown under a modal's input when the queue is full (Slack keeps the modal open).
+NOT_OURS = "This button is not keyturn's."
+BUSY_FIELD = "keyturn is busy; nothing was recorded. Submit again in a few seconds."
+#: How long a Slack profile lookup is reused (see :class:`SlackIdentities`).
+IDENTITY_TTL_SECONDS = 30.0
+IDENTITY_CACHE_MAX = 10_000
 
 
 def _is_retry(request: Any) -> bool:
@@ -54,12 +69,69 @@ def _is_retry(request: Any) -> bool:
     return bool(value)
 
 
-class SlackIdentities:
-    """Slack user → directory identity, through the email on the Slack profile [A.8]."""
+@dataclass(frozen=True, slots=True)
+class SlackWork:
+    """The two queues behind the listeners (see :mod:`adapters.slack.work`).
 
-    def __init__(self, client: AsyncWebClient, workspace_id: str) -> None:
+    ``decisions``: identity, eligibility, the service call and its replies.
+    ``replies``: modal opens, payload views and "busy" notices, which must not wait
+    behind a decision storm.
+    """
+
+    decisions: WorkQueue = field(default_factory=lambda: WorkQueue("slack-decisions"))
+    replies: WorkQueue = field(default_factory=lambda: WorkQueue("slack-replies"))
+
+    @classmethod
+    def from_settings(cls, settings: SlackSettings) -> SlackWork:
+        return cls(
+            decisions=WorkQueue(
+                "slack-decisions",
+                workers=settings.work_concurrency,
+                capacity=settings.work_capacity,
+            ),
+            replies=WorkQueue(
+                "slack-replies", workers=settings.work_concurrency, capacity=settings.work_capacity
+            ),
+        )
+
+    async def join(self) -> None:
+        """Wait until both queues are idle (a reply may follow a decision)."""
+        while not (self.decisions.idle and self.replies.idle):
+            await self.decisions.join()
+            await self.replies.join()
+
+    async def close(self, *, deadline_seconds: float) -> list[Job]:
+        """Drain both (decisions first: they may queue replies), then stop."""
+        left = await self.decisions.close(deadline_seconds=deadline_seconds)
+        return left + await self.replies.close(deadline_seconds=deadline_seconds)
+
+
+class SlackIdentities:
+    """Slack user → directory identity, through the email on the Slack profile [A.8].
+
+    A successful lookup is reused for :data:`IDENTITY_TTL_SECONDS`, and concurrent
+    lookups of one user share one ``users.info`` call: a storm of clicks by a few
+    people must not become a storm of ``users.info`` (Tier 4, about 100 per minute).
+    The Slack profile only names the person; whether they may approve is decided by
+    the directory on every decision, never cached here. Refusals are not cached.
+    """
+
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        workspace_id: str,
+        *,
+        ttl_seconds: float = IDENTITY_TTL_SECONDS,
+        max_entries: int = IDENTITY_CACHE_MAX,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._client = client
         self._workspace_id = workspace_id
+        self._ttl = ttl_seconds
+        self._max = max_entries
+        self._monotonic = monotonic
+        self._known: dict[str, tuple[float, IdentityRef]] = {}
+        self._asking: dict[str, asyncio.Future[IdentityRef]] = {}
 
     async def identify(self, user_id: str, team_id: str | None) -> IdentityRef:
         """Raises:
@@ -72,6 +144,17 @@ class SlackIdentities:
                 "SLACK_WORKSPACE_UNKNOWN",
                 "This Slack workspace is not the one keyturn serves, so nothing was recorded.",
             )
+        known = self._known.get(user_id)
+        if known is not None and known[0] > self._monotonic():
+            return known[1]
+        asking = self._asking.get(user_id)
+        if asking is None:
+            asking = asyncio.ensure_future(self._lookup(user_id))
+            self._asking[user_id] = asking
+            asking.add_done_callback(lambda _: self._asking.pop(user_id, None))
+        return await asyncio.shield(asking)
+
+    async def _lookup(self, user_id: str) -> IdentityRef:
         try:
             found = await self._client.users_info(user=user_id)
         except SlackApiError as e:
@@ -97,13 +180,24 @@ class SlackIdentities:
                 "keyturn cannot read an email on your Slack profile, so it cannot match you "
                 "to the directory; nothing was recorded.",
             )
-        return IdentityRef(IdentityKind.EMAIL, email)
+        identity = IdentityRef(IdentityKind.EMAIL, email)
+        if len(self._known) >= self._max:
+            self._known.pop(next(iter(self._known)))  # the oldest entry
+        self._known[user_id] = (self._monotonic() + self._ttl, identity)
+        return identity
 
 
 def build_slack_app(
-    service: KeyturnService, *, settings: SlackSettings, client: AsyncWebClient | None = None
+    service: KeyturnService,
+    *,
+    settings: SlackSettings,
+    client: AsyncWebClient | None = None,
+    work: SlackWork | None = None,
 ) -> AsyncApp:
     """The Bolt app with keyturn's listeners.
+
+    ``work`` holds the queues the listeners hand their slow part to; the caller
+    closes it on shutdown (:func:`adapters.slack.mount.mount_slack` does).
 
     Raises:
         ConfigError: ``CONFIG_MISSING`` without a signing secret (unsigned requests
@@ -120,6 +214,7 @@ def build_slack_app(
     if not token.strip():
         raise ConfigError("CONFIG_MISSING", "Slack needs the bot token (slack.bot_token)")
     web = client or AsyncWebClient(token=token)
+    queues = work or SlackWork.from_settings(settings)
     # slack_sdk logs response_url bodies at DEBUG, and a break-glass token travels in one
     # (``/breakglass token``): keep that one logger above DEBUG so no token is logged.
     webhook_log = logging.getLogger("slack_sdk.webhook.async_client")
@@ -129,7 +224,9 @@ def build_slack_app(
         signing_secret=secret,
         client=web,
         request_verification_enabled=True,
-        process_before_response=False,
+        # The listeners do no I/O before their ack (slow work is queued), so Bolt can
+        # answer when a listener returns instead of polling for the ack every 10 ms.
+        process_before_response=True,
         logger=logging.getLogger("slack_bolt.keyturn"),
     )
     who = SlackIdentities(web, settings.workspace_id)
@@ -142,6 +239,42 @@ def build_slack_app(
                 await web.chat_postMessage(channel=user, text=text)
         except SlackApiError as e:
             log.warning("could not tell a Slack user about a refusal: %s", e.response.get("error"))
+
+    def teller(body: Mapping[str, Any], channel: str | None) -> Callable[[str], Awaitable[None]]:
+        user_id = str(body["user"]["id"])
+
+        async def tell(text: str) -> None:
+            await ephemeral(channel, user_id, text)
+
+        return tell
+
+    def later(
+        queue: WorkQueue,
+        name: str,
+        run: Callable[[], Awaitable[None]],
+        tell: Callable[[str], Awaitable[None]],
+        *,
+        key: str | None = None,
+    ) -> Offer:
+        """Offer slow work; when the queue is full, the user hears so (never silence)."""
+        offered = queue.offer(Job(name, run, tell, key))
+        if offered is Offer.BUSY:
+            notice = Job(f"busy notice for {name}", lambda: tell(BUSY), tell)
+            if queues.replies.offer(notice) is Offer.BUSY:
+                log.error("%s was not recorded and its user could not be told (overload)", name)
+        return offered
+
+    def click_key(body: Mapping[str, Any]) -> str:
+        action = body["actions"][0]
+        return ":".join(
+            str(part)
+            for part in (
+                body["user"]["id"],
+                action.get("action_id"),
+                action.get("value"),
+                action.get("action_ts"),
+            )
+        )
 
     async def act(
         body: Mapping[str, Any],
@@ -195,15 +328,19 @@ def build_slack_app(
 
     @app.action(bk.APPROVE)
     async def approve(ack: Any, body: dict[str, Any], request: Any) -> None:
-        await ack()
         request_id = str(body["actions"][0]["value"])
-        await decide(
-            body, request_id, Verdict.APPROVE, channel=_channel(body), retry=_is_retry(request)
+        channel, retry = _channel(body), _is_retry(request)
+        later(
+            queues.decisions,
+            f"approve {request_id} by {body['user']['id']}",
+            lambda: decide(body, request_id, Verdict.APPROVE, channel=channel, retry=retry),
+            teller(body, channel),
+            key=click_key(body),
         )
+        await ack()
 
     @app.action(bk.REVOKE)
     async def revoke(ack: Any, body: dict[str, Any]) -> None:
-        await ack()
         request_id = str(body["actions"][0]["value"])
 
         async def call(identity: IdentityRef) -> object:
@@ -211,47 +348,79 @@ def build_slack_app(
             await service.revoke_breakglass(request_id, identity, reason="kill switch")
             return None
 
-        await act(body, _channel(body), call)
+        later(
+            queues.decisions,
+            f"revoke {request_id} by {body['user']['id']}",
+            lambda: act(body, _channel(body), call),
+            teller(body, _channel(body)),
+            key=click_key(body),
+        )
+        await ack()
 
     @app.action(bk.ROLLBACK_DONE)
     async def rollback_done(ack: Any, body: dict[str, Any]) -> None:
-        await ack()
         channel = _channel(body)
+        tell = teller(body, channel)
         try:
             request_id, index = bk.read_step_value(str(body["actions"][0]["value"]))
         except ValueError:
-            await ephemeral(channel, str(body["user"]["id"]), "This button is not keyturn's.")
+            later(queues.replies, "refusal of a foreign button", lambda: tell(NOT_OURS), tell)
+            await ack()
             return
 
         async def call(identity: IdentityRef) -> object:
             await service.rollback_step_done(request_id, index, identity)
             return None
 
-        await act(body, channel, call)
+        later(
+            queues.decisions,
+            f"rollback step {index} of {request_id} by {body['user']['id']}",
+            lambda: act(body, channel, call),
+            tell,
+            key=click_key(body),
+        )
+        await ack()
 
     @app.action(bk.APPROVE_TYPED)
     async def approve_typed(ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
-        await ack()
         request_id = str(body["actions"][0]["value"])
-        await _open(client, body, bk.confirm_modal(request_id, _channel(body), _route(body)))
+        modal = bk.confirm_modal(request_id, _channel(body), _route(body))
+        later(
+            queues.replies,
+            f"confirm dialog for {request_id}",
+            lambda: _open(client, body, modal),
+            teller(body, _channel(body)),
+        )
+        await ack()
 
     @app.action(bk.DENY)
     async def deny(ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
-        await ack()
         request_id = str(body["actions"][0]["value"])
-        await _open(client, body, bk.deny_modal(request_id, _channel(body)))
+        modal = bk.deny_modal(request_id, _channel(body))
+        later(
+            queues.replies,
+            f"deny dialog for {request_id}",
+            lambda: _open(client, body, modal),
+            teller(body, _channel(body)),
+        )
+        await ack()
 
     @app.action(bk.SHOW_PAYLOAD)
     async def show_payload(ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
-        await ack()
         request_id = str(body["actions"][0]["value"])
-        try:
-            view = await service.view(request_id)
-        except KeyturnError as e:
-            await ephemeral(_channel(body), str(body["user"]["id"]), e.message)
-            return
-        modal = bk.payload_modal(view.card, sorted(view.request.sensitive_params))
-        await _open(client, body, modal)
+        tell = teller(body, _channel(body))
+
+        async def run() -> None:
+            try:
+                view = await service.view(request_id)
+            except KeyturnError as e:
+                await tell(e.message)
+                return
+            modal = bk.payload_modal(view.card, sorted(view.request.sensitive_params))
+            await _open(client, body, modal)
+
+        later(queues.replies, f"payload of {request_id}", run, tell)
+        await ack()
 
     async def _open(client: AsyncWebClient, body: Mapping[str, Any], view: dict[str, Any]) -> None:
         try:
@@ -273,6 +442,43 @@ def build_slack_app(
             return text.split(marker, 1)[1].split(" (", 1)[0]
         return "this route"
 
+    async def submitted(
+        ack: Any,
+        body: Mapping[str, Any],
+        view: Mapping[str, Any],
+        request: Any,
+        *,
+        verdict: Verdict,
+        block: str,
+        reason: str | None = None,
+        typed: str | None = None,
+    ) -> None:
+        request_id, channel = bk.read_metadata(view.get("private_metadata") or "")
+        retry = _is_retry(request)
+        user_id = str(body["user"]["id"])
+        offered = queues.decisions.offer(
+            Job(
+                f"{verdict.value} {request_id} by {user_id} (dialog)",
+                lambda: decide(
+                    body,
+                    request_id,
+                    verdict,
+                    channel=channel,
+                    retry=retry,
+                    reason=reason,
+                    typed=typed,
+                ),
+                teller(body, channel),
+                key=f"view:{view.get('id')}:{view.get('hash')}:{user_id}",
+            )
+        )
+        if offered is Offer.BUSY:
+            # The modal stays open with this line under the input: the user sees that
+            # nothing was recorded and can submit again.
+            await ack(response_action="errors", errors={block: BUSY_FIELD})
+            return
+        await ack()
+
     @app.view(bk.DENY_VIEW)
     async def deny_submitted(
         ack: Any, body: dict[str, Any], view: dict[str, Any], request: Any
@@ -284,14 +490,13 @@ def build_slack_app(
                 errors={bk.REASON_BLOCK: "Say why you deny it; the requester sees the reason."},
             )
             return
-        await ack()
-        request_id, channel = bk.read_metadata(view.get("private_metadata") or "")
-        await decide(
+        await submitted(
+            ack,
             body,
-            request_id,
-            Verdict.DENY,
-            channel=channel,
-            retry=_is_retry(request),
+            view,
+            request,
+            verdict=Verdict.DENY,
+            block=bk.REASON_BLOCK,
             reason=value.strip(),
         )
 
@@ -306,15 +511,8 @@ def build_slack_app(
                 errors={bk.LAST4_BLOCK: "Type the 4 last characters of the payload hash."},
             )
             return
-        await ack()
-        request_id, channel = bk.read_metadata(view.get("private_metadata") or "")
-        await decide(
-            body,
-            request_id,
-            Verdict.APPROVE,
-            channel=channel,
-            retry=_is_retry(request),
-            typed=value,
+        await submitted(
+            ack, body, view, request, verdict=Verdict.APPROVE, block=bk.LAST4_BLOCK, typed=value
         )
 
     @app.command(COMMAND)
@@ -327,16 +525,33 @@ def build_slack_app(
         if isinstance(parsed, BreakglassHelp):
             await ack(text=HELP)
             return
-        await ack()
         user_id = str(command["user_id"])
-        try:
-            identity = await who.identify(user_id, command.get("team_id"))
-            text = await _run_breakglass(parsed, identity)
-        except PolicyError as e:
-            text = f"{e.message}\n{USAGE}"
-        except KeyturnError as e:
-            text = e.message
-        await respond(text=text, response_type="ephemeral", replace_original=False)
+
+        async def tell(text: str) -> None:
+            await respond(text=text, response_type="ephemeral", replace_original=False)
+
+        async def run() -> None:
+            try:
+                identity = await who.identify(user_id, command.get("team_id"))
+                text = await _run_breakglass(parsed, identity)
+            except PolicyError as e:
+                text = f"{e.message}\n{USAGE}"
+            except KeyturnError as e:
+                text = e.message
+            await tell(text)
+
+        offered = queues.decisions.offer(
+            Job(
+                f"{COMMAND} {type(parsed).__name__} by {user_id}",
+                run,
+                tell,
+                key=f"command:{command.get('trigger_id')}:{user_id}",
+            )
+        )
+        if offered is Offer.BUSY:
+            await ack(text=BUSY)  # the slash command's own answer: no extra call needed
+            return
+        await ack()
 
     async def _run_breakglass(parsed: Any, identity: IdentityRef) -> str:
         if isinstance(parsed, BreakglassAsk):

@@ -9,8 +9,11 @@
 * A request that ends (approved, denied, expired) queues a DM to its requester when
   the requester is a person in the directory (agents have no Slack account).
 * A break-glass rollback checklist (key ``checklist:<request id>``) is posted to the
-  security channel with one Done button per step, and redrawn in place after each
-  click (who did which step is read back from the step's receipt, never from Slack).
+  security channel with one Done button per step, and a copy (key
+  ``checklist_dm:<request id>``) goes to the requester by DM when the window closes,
+  on expiry or revoke. Both carry the same buttons; a click on either is receipted
+  once, and both are redrawn in place after it (who did which step is read back from
+  the step's receipt, never from Slack).
 * ``chat.update`` is Tier 3 (about 50 per minute for the whole app): updates are
   spaced by :class:`MethodPace` on top of the worker's per-channel pace, so a storm of
   card changes never turns into 429s.
@@ -49,7 +52,7 @@ from adapters.slack.blocks import (
     feed_blocks,
     sections,
 )
-from adapters.slack.ports import KeyturnService
+from adapters.slack.ports import KeyturnService, View
 from adapters.slack.settings import SlackSettings
 from adapters.store import MessageRef
 from core.identity import IdentityKind, IdentityRef
@@ -62,6 +65,7 @@ CARD = "card"
 TEXT = "text"
 OUTCOME_DM = "outcome_dm"
 CHECKLIST = "checklist"
+CHECKLIST_DM = "checklist_dm"
 #: Slack's Tier 3 is "50+ per minute"; 1.25 s apart stays under 50 in any minute.
 UPDATE_INTERVAL_SECONDS = 1.25
 DM_CHANNEL = "dm"  # outbox channel "slack:dm:<object id>": DMs queue per person
@@ -130,6 +134,8 @@ class SlackSender:
                 await self._card(delivery.channel, str(delivery.payload["request_id"]))
             elif delivery.kind == CHECKLIST:
                 await self._checklist(delivery.channel, str(delivery.payload["request_id"]))
+            elif delivery.kind == CHECKLIST_DM:
+                await self._checklist_dm(str(delivery.payload["request_id"]))
             elif delivery.kind == OUTCOME_DM:
                 await self._outcome_dm(str(delivery.payload["request_id"]))
             elif delivery.kind in (FEED, TEXT):
@@ -151,15 +157,30 @@ class SlackSender:
         )
 
     async def _checklist(self, channel: str, request_id: str) -> None:
+        drawn = await self._draw_checklist(request_id)
+        if drawn is not None:
+            await self._post_or_update(channel, request_id, CHECKLIST, *drawn)
+
+    async def _checklist_dm(self, request_id: str) -> None:
+        """The requester's copy: posted to them once, then updated where it was posted."""
+        drawn = await self._draw_checklist(request_id)
+        if drawn is None:
+            return
+        ref = await self._latest(request_id, CHECKLIST_DM)
+        if ref is not None:
+            await self._update(ref, *drawn)
+            return
+        user_id = await self._requester_user(await self._service.view(request_id))
+        if user_id is not None:
+            await self._post(user_id, request_id, CHECKLIST_DM, *drawn)
+
+    async def _draw_checklist(self, request_id: str) -> tuple[str, list[dict[str, Any]]] | None:
         view = await self._service.view(request_id)
         steps = list(view.card.rollback_steps)
         if not steps:
-            return  # nothing was declared: nothing to tick off
+            return None  # nothing was declared: nothing to tick off
         done = await self.steps_done(request_id)
-        await self._post_or_update(
-            channel,
-            request_id,
-            CHECKLIST,
+        return (
             checklist_text(request_id, steps, done),
             checklist_blocks(request_id, view.card.route, steps, done),
         )
@@ -185,58 +206,79 @@ class SlackSender:
     async def _post_or_update(
         self, channel: str, request_id: str, kind: str, text: str, blocks: list[dict[str, Any]]
     ) -> None:
-        store = self._service.rt.store
-        now = self._service.rt.clock.now()
-        async with store.unit_of_work(read_only=True) as uow:
+        ref = await self._latest(request_id, kind, channel=channel)
+        if ref is not None:
+            await self._update(ref, text, blocks)
+        else:
+            await self._post(channel, request_id, kind, text, blocks)
+
+    async def _latest(
+        self, request_id: str, kind: str, *, channel: str | None = None
+    ) -> MessageRef | None:
+        """The last message of ``kind`` posted for the request (in ``channel``, if given)."""
+        async with self._service.rt.store.unit_of_work(read_only=True) as uow:
             refs = [
                 r
                 for r in await uow.messages.for_request(request_id, platform=PLATFORM)
-                if r.channel == channel and r.kind == kind
+                if r.kind == kind and (channel is None or r.channel == channel)
             ]
-        if refs:
-            ref = refs[-1]
-            await self._updates.wait()
-            await self._client.chat_update(
-                channel=channel, ts=ref.message_id, text=text, blocks=blocks
+        return refs[-1] if refs else None
+
+    async def _update(self, ref: MessageRef, text: str, blocks: list[dict[str, Any]]) -> None:
+        await self._updates.wait()
+        await self._client.chat_update(
+            channel=ref.channel, ts=ref.message_id, text=text, blocks=blocks
+        )
+        async with self._service.rt.store.unit_of_work() as uow:
+            await uow.messages.mark_updated(
+                PLATFORM, ref.channel, ref.message_id, at=self._service.rt.clock.now()
             )
-            async with store.unit_of_work() as uow:
-                await uow.messages.mark_updated(PLATFORM, channel, ref.message_id, at=now)
-                await uow.commit()
-            return
+            await uow.commit()
+
+    async def _post(
+        self, channel: str, request_id: str, kind: str, text: str, blocks: list[dict[str, Any]]
+    ) -> None:
         posted = await self._client.chat_postMessage(channel=channel, text=text, blocks=blocks)
-        ts = str(posted["ts"])
-        async with store.unit_of_work() as uow:
+        async with self._service.rt.store.unit_of_work() as uow:
             await uow.messages.add(
                 MessageRef(
                     platform=PLATFORM,
+                    # a DM posted to a user id lands in the D… channel Slack answers with
                     channel=str(posted.get("channel") or channel),
-                    message_id=ts,
+                    message_id=str(posted["ts"]),
                     kind=kind,
-                    posted_at=now,
+                    posted_at=self._service.rt.clock.now(),
                     request_id=request_id,
                 )
             )
             await uow.commit()
 
-    async def _outcome_dm(self, request_id: str) -> None:
-        view = await self._service.view(request_id)
-        request, card = view.request, view.card
-        requester = request.binding.requester
+    async def _requester_user(self, view: View) -> str | None:
+        """The requester's Slack user id, or None (an agent, no email, not in Slack)."""
+        request_id = view.request.binding.request_id
+        requester = view.request.binding.requester
         if requester.startswith("did:"):
-            return  # an agent: its operator reads the card and the feed
+            return None  # an agent: its operator reads the card and the feed
         person = (
             await self._service.resolve(IdentityRef(IdentityKind.OBJECT_ID, requester))
         ).person
         if not person.email:
             log.info("request %s: requester has no email; no DM", request_id)
-            return
+            return None
         try:
             found = await self._client.users_lookupByEmail(email=person.email)
         except SlackApiError as e:
             if e.response.get("error") == "users_not_found":
-                return  # not in this workspace: nobody to tell here
+                return None  # not in this workspace: nobody to tell here
             raise
-        user_id = str(found["user"]["id"])
+        return str(found["user"]["id"])
+
+    async def _outcome_dm(self, request_id: str) -> None:
+        view = await self._service.view(request_id)
+        request, card = view.request, view.card
+        user_id = await self._requester_user(view)
+        if user_id is None:
+            return
         lines = [f"Your request {request_id} ({card.route}): {card.status_line or card.state}"]
         if card.breakglass and request.state.value == "approved":
             lines.append(
@@ -287,10 +329,17 @@ class SlackPublisher:
             await self._checklist(request_id)
 
     async def _checklist(self, request_id: str) -> None:
-        # One pending checklist message per request: a burst of Done clicks is one update.
+        # One pending message per copy and request: a burst of Done clicks is one update
+        # of the security channel's copy and one of the requester's.
         await self._worker.enqueue(
             self._security,
             CHECKLIST,
             {"request_id": request_id},
             coalesce_key=f"checklist:{request_id}",
+        )
+        await self._worker.enqueue(
+            channel_key(PLATFORM, f"{DM_CHANNEL}:{request_id}"),
+            CHECKLIST_DM,
+            {"request_id": request_id},
+            coalesce_key=f"checklist_dm:{request_id}",
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 
 class SlackSettings(BaseModel):
@@ -19,6 +19,12 @@ class SlackSettings(BaseModel):
         socket_mode: receive Slack's requests over a Socket Mode WebSocket instead of
             ``POST /slack/events`` (for workspaces that cannot reach keyturn by URL).
         app_token: the app-level ``xapp-`` token Socket Mode connects with.
+        work_concurrency: how many clicks are worked on at once after their ack
+            (identity, eligibility, the decision); the rest wait in a queue.
+        work_capacity: how many acknowledged clicks may wait; beyond it a click is
+            acknowledged and its user told keyturn is busy (nothing recorded).
+        shutdown_drain_seconds: on shutdown, how long queued clicks may take to
+            finish; users of clicks still unfinished then are told to click again.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -31,6 +37,9 @@ class SlackSettings(BaseModel):
     min_interval_seconds: float = 1.0
     socket_mode: bool = False
     app_token: SecretStr | None = None
+    work_concurrency: int = Field(default=4, ge=1, le=64)
+    work_capacity: int = Field(default=1000, ge=1, le=100_000)
+    shutdown_drain_seconds: float = Field(default=10.0, ge=0, le=300)
 
     @field_validator("bot_token", "signing_secret")
     @classmethod

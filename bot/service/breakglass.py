@@ -10,6 +10,7 @@ needs a fresh request and fresh approvals.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -22,6 +23,7 @@ from core.errors import ApprovalRefusedError, PolicyError, StoreError
 from core.identity import IdentityRef
 from core.outcomes import Submitted
 from core.policy import Outcome, ToolCall
+from core.receipts import ReceiptKind
 from core.requests import RequestState, open_request
 from core.times import to_iso
 
@@ -321,17 +323,33 @@ async def close_window(
 async def rollback_step_done(
     kt: Keyturn, request_id: str, step_index: int, by: IdentityRef
 ) -> None:
-    """Someone marks a declared rollback step done; the click is receipted."""
+    """Someone marks a declared rollback step done; the click is receipted, once per step.
+
+    The checklist is shown in several places (the security channel, the requester's
+    DM), so the same step can be clicked twice before every copy is redrawn.
+
+    Raises:
+        ApprovalRefusedError: ``NO_SUCH_STEP``, ``WINDOW_STILL_OPEN``,
+            ``STEP_ALREADY_DONE`` (nothing recorded).
+    """
     now = kt.rt.clock.now()
     person = (await kt.rt.directory.resolve(by, now=now)).person
     async with kt.rt.store.unit_of_work() as uow:
-        request = await uow.requests.get(request_id)
+        # The row lock serialises two clicks on the same step (SQLite: the write lock).
+        request = await uow.requests.get(request_id, for_update=True)
         if request.breakglass is None or not 0 <= step_index < len(
             request.breakglass.rollback_steps
         ):
             raise ApprovalRefusedError("NO_SUCH_STEP", "this request has no such rollback step")
         if request.state not in (RequestState.REVOKED, RequestState.EXPIRED):
             raise ApprovalRefusedError("WINDOW_STILL_OPEN", "close the window before rolling back")
+        done_by = await _step_done_by(uow, request_id, step_index)
+        if done_by is not None:
+            raise ApprovalRefusedError(
+                "STEP_ALREADY_DONE",
+                f"Step {step_index + 1} was already marked done by {done_by}; "
+                "nothing more was recorded.",
+            )
         recorded = [
             await kt._record(
                 uow,
@@ -351,3 +369,19 @@ async def rollback_step_done(
     await kt.rt.hub.publish(
         Event("request", request_id, {"rollback_step_done": step_index, "by": person.display_name})
     )
+
+
+async def _step_done_by(uow: Any, request_id: str, step_index: int) -> str | None:
+    """Who already marked ``step_index`` done (from the request's receipts), or None."""
+    for index in await uow.jobs.receipt_indexes(request_id):
+        (entry,) = await uow.log.entries(index, index + 1)
+        payload = json.loads(entry).get("payload")
+        if (
+            not isinstance(payload, dict)
+            or payload.get("kind") != ReceiptKind.BREAKGLASS_ROLLED_BACK
+        ):
+            continue
+        details = payload.get("details")
+        if isinstance(details, dict) and details.get("step_index") == step_index:
+            return str(payload.get("actor_name") or payload.get("actor") or "someone")
+    return None

@@ -4,6 +4,7 @@ aiohttp app, and the Slack Web API stand-in; requests are signed as Slack signs 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -172,15 +173,16 @@ async def eventually(check: Callable[[], Awaitable[T]], *, tries: int = 400) -> 
     raise AssertionError("the condition never became true")
 
 
-@pytest_asyncio.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+@contextlib.asynccontextmanager
+async def make_rig(tmp_path: Path, **slack: Any) -> AsyncIterator[Rig]:
+    """A rig whose Slack settings take ``slack`` on top of the defaults."""
     settings = demo.demo_settings(tmp_path / "data")
     clock = MovableClock(datetime.now(UTC).replace(microsecond=0))
     application = await build(settings, create_key=True, clock=clock)
     agent = FileSigner.load(settings.data_dir / "keys" / "demo-agent.pem")
     await application.service.register_agent(agent.did, name="invoice-bot", by="test")
-    slack = SlackStandIn()
-    slack_server = TestServer(slack.app())
+    slack_standin = SlackStandIn()
+    slack_server = TestServer(slack_standin.app())
     await slack_server.start_server()
     client = AsyncWebClient(token="xoxb-test", base_url=str(slack_server.make_url("/api/")))
     worker = OutboxWorker(application.store, clock=clock, min_interval_seconds=0)
@@ -194,6 +196,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
             approvers_channel=APPROVERS,
             security_channel=SECURITY,
             workspace_id=TEAM,
+            **slack,
         ),
         client=client,
         outbox=worker,
@@ -202,9 +205,20 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     await http.start_server()
     try:
         yield Rig(
-            application, clock, slack, http, surface, str(slack_server.make_url("/webhook/r"))
+            application,
+            clock,
+            slack_standin,
+            http,
+            surface,
+            str(slack_server.make_url("/webhook/r")),
         )
     finally:
         await http.close()
         await slack_server.close()
         await application.close()
+
+
+@pytest_asyncio.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    async with make_rig(tmp_path) as made:
+        yield made

@@ -202,3 +202,91 @@ async def test_a_slack_account_that_now_resolves_to_someone_else_keeps_its_old_l
     async with rig.app.store.unit_of_work(read_only=True) as uow:
         kept = await uow.identities.resolve("slack", TEAM, "UX")
     assert kept is not None and kept.directory_id == first.directory_id
+
+
+def _checklists_to(rig: Rig, channel: str, method: str) -> list[dict[str, Any]]:
+    return [
+        c
+        for c in rig.slack.of(method)
+        if c["channel"] == channel and "Rollback checklist" in c["text"]
+    ]
+
+
+def _done_buttons(blocks: list[dict[str, Any]]) -> list[str]:
+    return [a["value"] for a in _accessories(blocks) if a["action_id"] == bk.ROLLBACK_DONE]
+
+
+async def _close_by(rig: Rig, request_id: str, how: str) -> None:
+    if how == "revoke":
+        await rig.click("UBOB", bk.REVOKE, request_id)  # an approver's kill switch
+        await eventually(lambda: _state(rig, request_id, "revoked"))
+    else:
+        rig.clock.advance(31 * 60)  # past the 30-minute window
+        await rig.app.service.run_due()
+        assert await _state(rig, request_id, "expired")
+
+
+@pytest.mark.parametrize("how", ["revoke", "expiry"])
+async def test_the_requester_gets_the_rollback_checklist_by_dm_and_done_works_from_both_copies(
+    rig: Rig, how: str
+) -> None:
+    request_id = await _open_window(rig)
+    await _close_by(rig, request_id, how)
+    await rig.deliver()
+    (channel_copy,) = _checklists_to(rig, SECURITY, "chat.postMessage")
+    (dm_copy,) = _checklists_to(rig, "UALICE", "chat.postMessage")  # Alice asked for it
+    steps = [bk.step_value(request_id, i) for i in (0, 1)]
+    assert _done_buttons(channel_copy["blocks"]) == _done_buttons(dm_copy["blocks"]) == steps
+    async with rig.app.store.unit_of_work(read_only=True) as uow:
+        refs = await uow.messages.for_request(request_id, platform="slack")
+    posted = {r.channel: r.message_id for r in refs if r.kind.startswith("checklist")}
+    assert {(r.kind, r.channel) for r in refs if r.kind.startswith("checklist")} == {
+        ("checklist", SECURITY),
+        ("checklist_dm", "UALICE"),
+    }
+
+    # Alice ticks step 1 in her DM: receipted, and both copies are redrawn
+    body = block_action("UALICE", bk.ROLLBACK_DONE, request_id, rig.webhook_url)
+    await rig.post(_with_value(body, steps[0], "DALICE"))
+    await rig.surface.work.join()
+    await rig.deliver()
+    assert list(await rig.surface.sender.steps_done(request_id)) == [0]
+    for channel in (SECURITY, "UALICE"):
+        (update,) = _checklists_to(rig, channel, "chat.update")
+        assert update["ts"] == posted[channel]  # redrawn in place, not reposted
+        assert _done_buttons(update["blocks"]) == steps[1:]
+        assert "done by Alice" in str(update["blocks"])
+
+    # Carol ticks step 2 in the security channel: the DM copy follows
+    body = block_action("UCAROL", bk.ROLLBACK_DONE, request_id, rig.webhook_url)
+    await rig.post(_with_value(body, steps[1], SECURITY))
+    await rig.surface.work.join()
+    await rig.deliver()
+    dm_updates = _checklists_to(rig, "UALICE", "chat.update")
+    assert len(dm_updates) == 2 and not _done_buttons(dm_updates[-1]["blocks"])
+    assert "2 of 2 steps done" in str(dm_updates[-1]["blocks"])
+    assert len(_checklists_to(rig, "UALICE", "chat.postMessage")) == 1
+    assert not rig.slack.of("chat.postEphemeral")
+
+
+async def test_a_step_clicked_done_on_a_stale_copy_is_refused_and_receipted_once(
+    rig: Rig,
+) -> None:
+    request_id = await _open_window(rig)
+    await _close_by(rig, request_id, "revoke")
+    await rig.deliver()
+    step = bk.step_value(request_id, 0)
+    # Carol clicks in the channel, Alice in her DM copy before it is redrawn
+    for user, channel in (("UCAROL", SECURITY), ("UALICE", "DALICE")):
+        body = block_action(user, bk.ROLLBACK_DONE, request_id, rig.webhook_url)
+        await rig.post(_with_value(body, step, channel))
+        await rig.surface.work.join()
+    refusal = await eventually(lambda: _calls(rig, "chat.postEphemeral"))
+    assert refusal[0]["user"] == "UALICE" and refusal[0]["channel"] == "DALICE"
+    assert "already marked done by Carol Diaz" in refusal[0]["text"]
+    kinds = []
+    async with rig.app.store.unit_of_work(read_only=True) as uow:
+        for index in await uow.jobs.receipt_indexes(request_id):
+            (entry,) = await uow.log.entries(index, index + 1)
+            kinds.append(json.loads(entry)["payload"]["kind"])
+    assert kinds.count("breakglass_rolled_back") == 1

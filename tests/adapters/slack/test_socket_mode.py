@@ -99,6 +99,8 @@ async def test_an_envelope_delivered_to_two_replicas_is_processed_once(rig: Rig)
     assert len(view.decisions) == 1
     assert not rig.slack.of("chat.postEphemeral")  # nobody saw an "already approved"
     assert len(rig.slack.of("users.info")) == 1
+    for replica in replicas:  # never connected; frees the client's aiohttp session
+        await replica.close_async()  # type: ignore[no-untyped-call]
 
 
 async def _decisions(rig: Rig, request_id: str, n: int) -> bool:
