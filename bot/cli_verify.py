@@ -1,4 +1,4 @@
-"""``keyturn verify`` and ``keyturn bundle export --claw``: proof bundles offline.
+"""``keyturn verify``, ``keyturn bundle export --claw`` and ``keyturn bundle get``.
 
 * ``keyturn verify BUNDLE [--trust DID]… [--trust-policy-issuer DID]… [--json]`` checks a
   sealed proof bundle with nothing but the file and the keys you trust, prints PASS or
@@ -7,6 +7,8 @@
   --trust DID [--out FILE]`` verifies the bundle, then writes it as a Claw
   ``proof_bundle`` envelope signed with the agent's key (a ``keyturn keys generate``
   PEM file), anchoring the approvals to the agent's gateway receipts.
+* ``keyturn bundle get REQUEST_ID [--config FILE | --data-dir DIR] [--out FILE]`` reads a
+  finished request's bundle from the installation's store (sealing it if needed).
 
 ``--trust`` names keyturn's signing key (``keyturn keys show`` prints it). It is
 required: a bundle that vouches for itself proves nothing, so without it the verdict
@@ -23,16 +25,20 @@ import argparse
 import contextlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adapters.signer import FileSigner
 from bot.cli import EXIT_ERROR, EXIT_OK, CliError
+from bot.cli_app import add_installation_args, with_app
 from core.bundle import BundleReport, bundle_bytes, parse_bundle, verify_bundle
 from core.claw import export_claw_bundle
 from core.errors import BundleError
+
+if TYPE_CHECKING:
+    from bot.bootstrap import App
 
 SCHEMA = Path(__file__).resolve().parents[1] / "manifests" / "schemas"
 BUNDLE_SCHEMA_ID = "urn:keyturn:proof-bundle:1"
@@ -46,7 +52,7 @@ example:
 
 
 def register(subparsers: Any) -> None:
-    """Add ``verify`` and ``bundle export``."""
+    """Add ``verify``, ``bundle export`` and ``bundle get``."""
     verify = subparsers.add_parser(
         "verify",
         help="verify a sealed proof bundle offline (PASS/FAIL, reason code, what was checked)",
@@ -82,6 +88,20 @@ def register(subparsers: Any) -> None:
     export.add_argument("--out", metavar="FILE", help="write here instead of stdout")
     _trust_args(export)
     export.set_defaults(handler=run_export)
+
+    get = commands.add_parser(
+        "get",
+        help="write a finished request's sealed bundle from this installation's store",
+        description=(
+            "Read (sealing it first if needed) the proof bundle of REQUEST_ID from the "
+            "installation's store: how auditors and people with access to the server get "
+            "bundles (the HTTP API hands a bundle only to the agent that made the request)."
+        ),
+    )
+    get.add_argument("request_id", metavar="REQUEST_ID", help="the request id (r-…)")
+    get.add_argument("--out", metavar="FILE", help="write here instead of stdout")
+    add_installation_args(get)
+    get.set_defaults(handler=run_get)
 
 
 def _trust_args(parser: argparse.ArgumentParser) -> None:
@@ -234,6 +254,23 @@ def _gateway_receipts(source: str | None) -> list[dict[str, Any]]:
     if not isinstance(receipts, list) or not all(isinstance(r, dict) for r in receipts):
         raise CliError("--gateway-receipts holds gateway receipt envelopes (JSON objects)")
     return receipts
+
+
+def run_get(args: argparse.Namespace) -> int:
+    async def fetch(app: App) -> Mapping[str, Any]:
+        return await app.service.bundle(args.request_id)
+
+    bundle = with_app(args, fetch)
+    text = bundle_bytes(bundle).decode("utf-8") + "\n"
+    if args.out:
+        try:
+            Path(args.out).write_text(text, encoding="utf-8")
+        except OSError as e:
+            raise CliError(f"cannot write {args.out}: {e.strerror or e}") from e
+        print(f"wrote the bundle of {args.request_id} to {args.out}")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
 
 
 def run_export(args: argparse.Namespace) -> int:

@@ -306,7 +306,10 @@ class _AgentApi:
     async def bundle(self, request: web.Request) -> web.StreamResponse:
         request_id = path_id(request)
         no_query(request)
-        return json_response(dict(await self._service.bundle(request_id)))
+        cst = presented_token(request)
+        return json_response(
+            dict(await self._service.agent_bundle(cst=cst, request_id=request_id))
+        )
 
     async def checkpoint(self, request: web.Request) -> web.StreamResponse:
         no_query(request)

@@ -210,16 +210,20 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "GET",
         "/v1/bundles/{request_id}",
         "The sealed proof bundle of a finished request",
-        "A signed envelope that 'keyturn verify' checks offline.",
+        "A signed envelope that 'keyturn verify' checks offline. It holds the exact "
+        "parameters, so only a token of the job that made the request gets it (any "
+        "other caller gets 404).",
         "proofs",
         {
             200: Reply("the bundle envelope", schema=_OBJECT),
             400: _err("INVALID_PATH"),
-            404: _err("NOT_FOUND"),
+            **_AUTH_ERRORS,
+            404: _err("NOT_FOUND: no such request for this agent"),
             409: _err("NOT_SEALED: the request is not finished yet"),
             **_UNAVAILABLE,
         },
         params=(Param("request_id", "path", _ID, "the request id", True),),
+        auth=True,
     ),
     Endpoint(
         "logCheckpoint",

@@ -1050,6 +1050,24 @@ class Keyturn:
             return stored
         return await self.seal(request_id)
 
+    @guarded
+    async def agent_bundle(self, *, cst: str, request_id: str) -> Mapping[str, Any]:
+        """The proof bundle of a request, for the agent that made it.
+
+        A bundle carries the exact parameters (sensitive ones too: the payload hash is
+        recomputed from them), so over the API only a token of the requesting job gets
+        it; anyone else is told there is no such request. People with access to the
+        server export bundles with ``keyturn bundle export``.
+        """
+        now = self.rt.clock.now()
+        async with self.rt.store.unit_of_work(read_only=True) as uow:
+            token = await self._verify_token(uow, cst, now)
+            request = await uow.requests.get(request_id)
+        binding = request.binding
+        if token.sub != binding.requester or token.mission_id != binding.job_id:
+            raise StoreError("NOT_FOUND", f"no request {request_id} for this agent")
+        return await self.bundle(request_id)
+
     # ------------------------------------------------------------------ log
 
     async def checkpoint(self) -> str:

@@ -26,3 +26,10 @@ def test_keyturn_demo_scripted_and_log_verify(
         assert cli(["verify", str(bundle), "--trust", did]) == 0
     assert cli(["log", "verify", "--data-dir", str(data)]) == 0
     assert "PASS  log keyturn/demo" in capsys.readouterr().out
+    # An auditor with access to the installation gets the same sealed bundle from the store.
+    exported = json.loads(bundles[0].read_text())
+    request_id = exported["payload"]["request"]["request_id"]
+    fetched = tmp_path / "fetched.json"
+    assert cli(["bundle", "get", request_id, "--data-dir", str(data), "--out", str(fetched)]) == 0
+    assert json.loads(fetched.read_text()) == exported
+    assert cli(["verify", str(fetched), "--trust", did]) == 0

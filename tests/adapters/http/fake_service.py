@@ -437,10 +437,11 @@ class FakeAgentService:
             receipt_index=index,
         )
 
-    async def bundle(self, request_id: str) -> Mapping[str, Any]:
-        self._enter("bundle")
+    async def agent_bundle(self, *, cst: str, request_id: str) -> Mapping[str, Any]:
+        self._enter("agent_bundle")
+        token = self._runner(cst)
         entry = self.requests.get(request_id)
-        if entry is None:
+        if entry is None or entry.request.binding.job_id != token.mission_id:
             raise StoreError("NOT_FOUND", f"no request {request_id}")
         if entry.request.state is not RequestState.CONSUMED:
             raise BundleError("NOT_SEALED", "the request is not finished; no bundle yet")

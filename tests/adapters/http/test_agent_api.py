@@ -339,16 +339,38 @@ async def test_an_ungated_call_is_admitted_and_a_gated_one_is_not(api: Api) -> N
 
 
 async def test_a_bundle_exists_only_once_the_request_is_finished(api: Api) -> None:
-    request_id, status = await _approved(api)
-    r = await api.client.get(f"/v1/bundles/{request_id}")
+    _job_id, token, request_id = await _gated(api)
+    api.service.approve(request_id)
+    status = await (
+        await api.client.get(f"/v1/requests/{request_id}", headers={"X-CST": token})
+    ).json()
+    mine = {"X-CST": token}
+    r = await api.client.get(f"/v1/bundles/{request_id}", headers=mine)
     assert r.status == 409
     assert (await _error(r))["code"] == "NOT_SEALED"
     assert (await _check(api, status, PAYMENT, status["job_token"])).status == 200
-    r = await api.client.get(f"/v1/bundles/{request_id}")
+    r = await api.client.get(f"/v1/bundles/{request_id}", headers=mine)
     assert r.status == 200
     assert (await r.json())["request"]["request_id"] == request_id
-    r = await api.client.get("/v1/bundles/r-404")
+    r = await api.client.get("/v1/bundles/r-404", headers=mine)
     assert r.status == 404
+    assert (await _error(r))["code"] == "NOT_FOUND"
+
+
+async def test_a_bundle_holds_exact_parameters_so_only_the_requesting_job_gets_it(
+    api: Api,
+) -> None:
+    _job_id, token, request_id = await _gated(api)
+    api.service.approve(request_id)
+    status = await (
+        await api.client.get(f"/v1/requests/{request_id}", headers={"X-CST": token})
+    ).json()
+    assert (await _check(api, status, PAYMENT, status["job_token"])).status == 200
+    r = await api.client.get(f"/v1/bundles/{request_id}")
+    assert r.status == 401  # no token: who is asking?
+    _other_job, other_token = await api.start_job()
+    r = await api.client.get(f"/v1/bundles/{request_id}", headers={"X-CST": other_token})
+    assert r.status == 404  # another agent's job: as if there were no such request
     assert (await _error(r))["code"] == "NOT_FOUND"
 
 
