@@ -20,6 +20,11 @@ Exactly-once is the store's guarantee (a second decision by one person is refuse
 waiting. Nothing offered is dropped silently: a job runs, or its user is told it did
 not (busy, failed, or keyturn stopped first), and the log says so.
 
+Acknowledgements come first: a worker starts a job only once no new offer has arrived
+for ``quiet_seconds`` (a storm of clicks is acked before the decisions it asked for take
+the event loop), but never later than ``max_defer_seconds`` after the job was offered,
+so steady traffic cannot starve the work.
+
 Shutdown drains: :meth:`WorkQueue.close` refuses new offers, lets the workers finish
 what is queued (bounded by ``capacity``) until a deadline, then cancels what is left
 and tells each of those users that their click was not recorded.
@@ -80,12 +85,25 @@ class WorkQueue:
     :meth:`close`.
     """
 
-    def __init__(self, name: str, *, workers: int = 4, capacity: int = 1000) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        workers: int = 4,
+        capacity: int = 1000,
+        quiet_seconds: float = 0.005,
+        max_defer_seconds: float = 0.5,
+    ) -> None:
         if workers < 1 or capacity < 1:
             raise ValueError("a work queue needs ≥ 1 worker and room for ≥ 1 job")
+        if quiet_seconds < 0 or max_defer_seconds < quiet_seconds:
+            raise ValueError("quiet_seconds ≥ 0 and max_defer_seconds ≥ quiet_seconds")
         self.name = name
         self._workers = workers
-        self._queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=capacity)
+        self._quiet = quiet_seconds
+        self._max_defer = max_defer_seconds
+        self._last_offer = 0.0
+        self._queue: asyncio.Queue[tuple[Job, float]] = asyncio.Queue(maxsize=capacity)
         self._waiting: set[str] = set()
         self._running: set[Job] = set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -111,11 +129,13 @@ class WorkQueue:
             return Offer.BUSY
         if job.key is not None and job.key in self._waiting:
             return Offer.DUPLICATE
+        now = asyncio.get_running_loop().time()
         try:
-            self._queue.put_nowait(job)
+            self._queue.put_nowait((job, now))
         except asyncio.QueueFull:
             log.warning("%s work queue full: %s refused (the user is told)", self.name, job.name)
             return Offer.BUSY
+        self._last_offer = now
         if job.key is not None:
             self._waiting.add(job.key)
         if not self._tasks:
@@ -140,7 +160,7 @@ class WorkQueue:
                 await asyncio.wait_for(self._queue.join(), timeout=deadline_seconds)
         unfinished = list(self._running)
         while not self._queue.empty():
-            unfinished.append(self._queue.get_nowait())
+            unfinished.append(self._queue.get_nowait()[0])
             self._queue.task_done()
         for task in self._tasks:
             task.cancel()
@@ -153,13 +173,25 @@ class WorkQueue:
             await self._tell(job, STOPPED)
         return unfinished
 
+    async def _after_the_acks(self, offered_at: float) -> None:
+        """Wait until offers have paused for ``quiet_seconds`` (at most until
+        ``max_defer_seconds`` after ``offered_at``)."""
+        loop = asyncio.get_running_loop()
+        while not self._closed:
+            now = loop.time()
+            quiet_for = now - self._last_offer
+            if quiet_for >= self._quiet or now - offered_at >= self._max_defer:
+                return
+            await asyncio.sleep(min(self._quiet - quiet_for, offered_at + self._max_defer - now))
+
     async def _work(self) -> None:
         while True:
-            job = await self._queue.get()
-            if job.key is not None:
-                self._waiting.discard(job.key)
-            self._running.add(job)
+            job, offered_at = await self._queue.get()
+            self._running.add(job)  # taken: not idle, and told about if stopped
             try:
+                await self._after_the_acks(offered_at)
+                if job.key is not None:
+                    self._waiting.discard(job.key)
                 await job.run()
             except asyncio.CancelledError:
                 raise

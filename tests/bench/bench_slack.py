@@ -305,7 +305,9 @@ async def _run() -> list[str]:
 
 
 def main() -> None:
-    for line in asyncio.run(_run()):
+    from bot.server import run
+
+    for line in run(_run()):  # on the loop keyturn serve runs (uvloop)
         print(line)
 
 

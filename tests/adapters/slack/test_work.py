@@ -226,3 +226,39 @@ async def test_queue_refuses_nonsense_sizes() -> None:
         WorkQueue("x", workers=0)
     with pytest.raises(ValueError):
         WorkQueue("x", capacity=0)
+
+
+async def test_work_waits_for_the_acks_of_a_storm_but_never_past_its_deferral_bound() -> None:
+    loop = asyncio.get_running_loop()
+    queue = WorkQueue("storm", workers=1, quiet_seconds=0.05, max_defer_seconds=0.3)
+    started: dict[str, float] = {}
+
+    def job(name: str) -> Job:
+        async def run() -> None:
+            started[name] = loop.time()
+
+        async def tell(_: str) -> None:
+            return None
+
+        return Job(name, run, tell)
+
+    t0 = loop.time()
+    queue.offer(job("first"))
+    await asyncio.sleep(0.02)
+    queue.offer(job("second"))  # still arriving: nothing starts yet
+    await asyncio.sleep(0.02)
+    assert started == {}
+    await queue.join()
+    # Started only once offers had paused for quiet_seconds.
+    assert started["first"] - t0 >= 0.02 + 0.05 - 0.005
+    # A steady stream of offers cannot hold a job back past max_defer_seconds.
+    started.clear()
+    t1 = loop.time()
+    queue.offer(job("steady-0"))
+    for n in range(1, 40):
+        await asyncio.sleep(0.01)
+        queue.offer(job(f"steady-{n}"))
+        if "steady-0" in started:
+            break
+    assert "steady-0" in started and started["steady-0"] - t1 < 0.3 + 0.05
+    await queue.close(deadline_seconds=5)
