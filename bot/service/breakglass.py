@@ -28,7 +28,7 @@ from core.requests import RequestState, open_request
 from core.times import to_iso
 
 if TYPE_CHECKING:
-    from bot.service.keyturn import Keyturn
+    from bot.service.keyturn import Keyturn, RequestView
 
 MAX_REASON = 500
 
@@ -202,22 +202,11 @@ async def revoke(
     person = (await kt.rt.directory.resolve(by, now=now)).person
     view = await kt.view(request_id)
     request = view.request
-    if person.object_id != request.binding.requester:
-        group_ids = sorted(
-            {
-                view.policy.groups[k].directory_id
-                for r in request.requirements
-                for k in r.eligible_groups
-            }
+    if not await _requester_or_approver(kt, person.object_id, view, now):
+        raise ApprovalRefusedError(
+            "NOT_ALLOWED_TO_REVOKE",
+            "only the requester or an eligible approver can pull the kill switch",
         )
-        eligibility = await kt.rt.directory.eligibility(
-            person.object_id, group_ids, now=now, bypass_cache=True
-        )
-        if not eligibility.member_of:
-            raise ApprovalRefusedError(
-                "NOT_ALLOWED_TO_REVOKE",
-                "only the requester or an eligible approver can pull the kill switch",
-            )
     if request.state is not RequestState.APPROVED:
         raise ApprovalRefusedError(
             "WINDOW_NOT_OPEN", f"nothing to revoke: the request is {request.state}"
@@ -329,11 +318,20 @@ async def rollback_step_done(
     DM), so the same step can be clicked twice before every copy is redrawn.
 
     Raises:
-        ApprovalRefusedError: ``NO_SUCH_STEP``, ``WINDOW_STILL_OPEN``,
+        ApprovalRefusedError: ``NOT_ALLOWED_TO_ROLL_BACK`` (neither the requester nor
+            an eligible approver), ``NO_SUCH_STEP``, ``WINDOW_STILL_OPEN``,
             ``STEP_ALREADY_DONE`` (nothing recorded).
     """
     now = kt.rt.clock.now()
     person = (await kt.rt.directory.resolve(by, now=now)).person
+    # A step's receipt is the evidence that the privilege was taken back: only the
+    # people who may pull the kill switch may give it (checked before the row lock).
+    if not await _requester_or_approver(kt, person.object_id, await kt.view(request_id), now):
+        raise ApprovalRefusedError(
+            "NOT_ALLOWED_TO_ROLL_BACK",
+            "only the requester or an eligible approver can mark a rollback step done; "
+            "nothing was recorded.",
+        )
     async with kt.rt.store.unit_of_work() as uow:
         # The row lock serialises two clicks on the same step (SQLite: the write lock).
         request = await uow.requests.get(request_id, for_update=True)
@@ -369,6 +367,26 @@ async def rollback_step_done(
     await kt.rt.hub.publish(
         Event("request", request_id, {"rollback_step_done": step_index, "by": person.display_name})
     )
+
+
+async def _requester_or_approver(
+    kt: Keyturn, object_id: str, view: RequestView, now: datetime
+) -> bool:
+    """Whether ``object_id`` asked for the request or is now in one of its eligible groups."""
+    request = view.request
+    if object_id == request.binding.requester:
+        return True
+    group_ids = sorted(
+        {
+            view.policy.groups[k].directory_id
+            for r in request.requirements
+            for k in r.eligible_groups
+        }
+    )
+    eligibility = await kt.rt.directory.eligibility(
+        object_id, group_ids, now=now, bypass_cache=True
+    )
+    return bool(eligibility.member_of)
 
 
 async def _step_done_by(uow: Any, request_id: str, step_index: int) -> str | None:

@@ -290,3 +290,27 @@ async def test_a_step_clicked_done_on_a_stale_copy_is_refused_and_receipted_once
             (entry,) = await uow.log.entries(index, index + 1)
             kinds.append(json.loads(entry)["payload"]["kind"])
     assert kinds.count("breakglass_rolled_back") == 1
+
+
+async def test_a_rollback_step_ticked_by_an_outsider_is_refused_and_nothing_is_recorded(
+    rig: Rig,
+) -> None:
+    # Mallory is in the directory and can see the security channel, but she neither
+    # asked for the window nor may approve it: her "Done" would be false evidence
+    # that the privilege was rolled back.
+    request_id = await _open_window(rig)
+    await _close_by(rig, request_id, "revoke")
+    await rig.deliver()
+    body = block_action("UMALLORY", bk.ROLLBACK_DONE, request_id, rig.webhook_url)
+    await rig.post(_with_value(body, bk.step_value(request_id, 0), SECURITY))
+    await rig.surface.work.join()
+    refusal = await eventually(lambda: _calls(rig, "chat.postEphemeral"))
+    assert refusal[0]["user"] == "UMALLORY" and refusal[0]["channel"] == SECURITY
+    assert "requester or an eligible approver" in refusal[0]["text"]
+    assert not await rig.surface.sender.steps_done(request_id)
+    async with rig.app.store.unit_of_work(read_only=True) as uow:
+        kinds = []
+        for index in await uow.jobs.receipt_indexes(request_id):
+            (entry,) = await uow.log.entries(index, index + 1)
+            kinds.append(json.loads(entry)["payload"]["kind"])
+    assert "breakglass_rolled_back" not in kinds
