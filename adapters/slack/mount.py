@@ -8,13 +8,14 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.middleware.authorization.async_single_team_authorization import (
     AsyncSingleTeamAuthorization,
 )
-from slack_sdk.errors import SlackApiError
+from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.outbox import OutboxMetrics, OutboxWorker
@@ -64,6 +65,14 @@ async def warm_authorization(app: AsyncApp) -> bool:
         log.warning(
             "auth.test at start-up failed (%s); Bolt will retry per request",
             e.response.get("error"),
+        )
+        return False
+    except (aiohttp.ClientError, SlackClientError, OSError, TimeoutError) as e:
+        # Slack unreachable: keyturn still starts (console, Teams, agent API); the
+        # first Slack request asks again, as Bolt does without this warm-up.
+        log.warning(
+            "auth.test at start-up could not reach Slack (%s); Bolt will retry per request",
+            type(e).__name__,
         )
         return False
     for m in single:

@@ -288,3 +288,47 @@ async def test_other_workspaces_are_refused(rig: Rig) -> None:
     refusal = await eventually(lambda: _calls(rig, "chat.postEphemeral"))
     assert "workspace" in str(refusal[0]["text"])
     assert await decisions(rig, request_id) == 0
+
+
+async def test_keyturn_starts_while_slack_cannot_be_reached_and_bolt_stays_lazy(
+    rig: Rig,
+) -> None:
+    # auth.test at start-up is an optimisation: a network outage towards Slack must
+    # not stop keyturn (the web console, Teams, the agent API) from starting.
+    import socket
+
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+    from pydantic import SecretStr
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    from adapters.slack import SlackSettings, mount_slack
+    from adapters.slack.mount import warm_authorization
+    from tests.adapters.slack.conftest import SECRET
+    from tests.adapters.slack.standin import TEAM
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]  # nothing listens here once the socket is closed
+    client = AsyncWebClient(token="xoxb-test", base_url=f"http://127.0.0.1:{closed}/api/")
+    web_app = web.Application()
+    surface = mount_slack(
+        web_app,
+        rig.app.service,
+        settings=SlackSettings(
+            bot_token=SecretStr("xoxb-test"),
+            signing_secret=SecretStr(SECRET),
+            approvers_channel=APPROVERS,
+            security_channel=SECURITY,
+            workspace_id=TEAM,
+        ),
+        client=client,
+    )
+    assert await warm_authorization(surface.app) is False
+    http = TestClient(TestServer(web_app))
+    await http.start_server()  # raised ClientConnectorError from the start-up hook
+    try:
+        body = "ssl_check=1&token=unused"
+        assert (await http.post("/slack/events", data=body, headers=signed(body))).status == 200
+    finally:
+        await http.close()
