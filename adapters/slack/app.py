@@ -64,9 +64,20 @@ IDENTITY_CACHE_MAX = 10_000
 
 
 def _is_retry(request: Any) -> bool:
+    """Whether Slack says this is a re-delivery (``X-Slack-Retry-Num`` ≥ 1).
+
+    Bolt keeps header values as lists, and Socket Mode copies an envelope's
+    ``retry_attempt`` there, which is 0 on a first delivery: only a number ≥ 1 is a
+    retry (a retry's "already decided" is not told again; a first click's is).
+    """
     headers: Mapping[str, Any] = getattr(request, "headers", {}) or {}
     value = headers.get("x-slack-retry-num")
-    return bool(value)
+    if isinstance(value, list | tuple):
+        value = value[0] if value else None
+    try:
+        return int(str(value)) >= 1
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True, slots=True)

@@ -176,3 +176,35 @@ async def test_two_processes_claiming_the_same_envelopes_each_win_disjoint_halve
     won = [set(json.loads(out)) for out, _ in outs]
     assert won[0].isdisjoint(won[1])
     assert won[0] | won[1] == {f"env-{n}" for n in range(count)}
+
+
+async def test_a_first_delivery_marked_retry_attempt_0_is_not_taken_for_a_retry(
+    rig: Rig,
+) -> None:
+    # Socket Mode copies an envelope's retry_attempt into X-Slack-Retry-Num, and a
+    # first delivery says 0. Taken for a retry, a second click by an approver who
+    # already decided would be swallowed instead of told why (issue #7).
+    request_id = await rig.agent_request()
+    handler = ClaimingSocketModeHandler(
+        rig.surface.app,
+        "xapp-1-test",
+        claims=SlackEnvelopeClaims(rig.app.store),
+        clock=rig.app.service.rt.clock,
+    )
+    socket = FakeSocketClient()
+    try:
+        for n in (1, 2):
+            envelope = SocketModeRequest(
+                type="interactive",
+                envelope_id=f"env-{n}",
+                payload=_click("UBOB", request_id),
+                retry_attempt=0,
+            )
+            await handler.handle(socket, envelope)  # type: ignore[arg-type]
+            await rig.surface.work.join()
+        assert socket.acks == ["env-1", "env-2"]
+        (refusal,) = rig.slack.of("chat.postEphemeral")
+        assert refusal["user"] == "UBOB" and "already" in refusal["text"].lower()
+        assert len((await rig.app.service.view(request_id)).decisions) == 1
+    finally:
+        await handler.close_async()  # type: ignore[no-untyped-call]
