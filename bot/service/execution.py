@@ -358,6 +358,12 @@ class Executions:
             if e.reason_code == "GRANT_ALREADY_USED":
                 log.info("%s: another process executes it (its grant is used)", request_id)
                 return None
+            async with kt.rt.store.unit_of_work(read_only=True) as uow:
+                passed_gate = await uow.grants.consumed_at(grant.grant_id) is not None
+            if passed_gate:
+                # Our gate check consumed the grant, so the call may have been sent (the
+                # failure came after it): never "refused before anything was sent".
+                return await self._failed_after_gate(request, binding, e)
             if (await kt.view(request_id)).request.state is not RequestState.APPROVED:
                 log.info("%s: the window closed before it was executed", request_id)
                 return None
@@ -369,6 +375,28 @@ class Executions:
             )
             return await self._record(request, binding, "execute", refused, 1)
         self._started.add(request_id)
+        return status
+
+    async def _failed_after_gate(
+        self, request: ApprovalRequest, binding: ExecutorBinding, error: KeyturnError
+    ) -> ExecutionStatus:
+        """The gate passed, then something failed: receipt an unknown outcome (paged;
+        rolled back at window end) unless a step was receipted already."""
+        request_id = request.request_id
+        self._started.add(request_id)
+        status = await self.status(request_id)
+        if status.state is not ExecutionState.NOT_STARTED:
+            return status
+        log.error("%s failed after the gate passed: %s", request_id, error.reason_code)
+        unknown = StepResult(
+            False,
+            f"keyturn failed after the gate passed ({error.reason_code}): the call may "
+            "have been sent; the outcome is unknown",
+        )
+        status = await self._record(request, binding, "execute", unknown, 1)
+        if (await self._kt.view(request_id)).request.state is not RequestState.APPROVED:
+            # The window closed meanwhile; its rollback found nothing receipted.
+            return await self.rollback(request_id, reason="window closed during execution")
         return status
 
     async def sweep(self) -> int:
