@@ -502,7 +502,8 @@ class Executions:
 
         Raises:
             ApprovalRefusedError: ``NOTE_REQUIRED``, ``NOTHING_TO_RESOLVE``,
-                ``NOT_ALLOWED_TO_RESOLVE``.
+                ``ROLLBACK_PENDING`` (verify_failed, or an execute that may have been
+                sent, before its rollback was tried), ``NOT_ALLOWED_TO_RESOLVE``.
         """
         kt = self._kt
         if not note or not note.strip():
@@ -515,6 +516,17 @@ class Executions:
         if status.state not in ALERTING:
             raise ApprovalRefusedError(
                 "NOTHING_TO_RESOLVE", f"the execution is {status.state}; nothing to resolve"
+            )
+        if (
+            status.state in (ExecutionState.VERIFY_FAILED, ExecutionState.EXECUTE_FAILED)
+            and status.reference.get("sent") != "no"
+        ):
+            # What may have landed is still to be rolled back (window end, kill switch,
+            # reconciliation); a resolve now would end the execution and skip that.
+            raise ApprovalRefusedError(
+                "ROLLBACK_PENDING",
+                f"the execution is {status.state} and not rolled back yet: it is rolled "
+                "back when the window closes (pull the kill switch to close it now)",
             )
         group_ids = sorted(
             {

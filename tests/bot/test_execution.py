@@ -375,3 +375,24 @@ async def test_a_store_failure_after_the_call_landed_is_not_receipted_as_never_s
     await w.kt.run_due()
     assert (await blinking.status(request_id)).state is S.ROLLED_BACK
     assert w.graph.role_instances == []
+
+
+async def test_resolving_a_failed_verification_cannot_cancel_the_window_end_rollback(
+    world: World,
+) -> None:
+    """A verify_failed role may well be assigned (permanently, even). An approver who
+    'resolves' it mid-window must not turn the window's end into a no-op: the resolve is
+    refused until the rollback has been tried, and the window's end removes the role."""
+    w = world
+    request_id = await approved_window(w)
+    w.graph.script("roleInstances", *[g.Reply(200, {"value": []})] * 3)
+    status = await w.executions.execute_breakglass(request_id, person("alice"))
+    assert status.state is S.VERIFY_FAILED and len(w.graph.role_instances) == 1
+    with pytest.raises(ApprovalRefusedError) as early:
+        await w.executions.resolve(request_id, person("carol"), note="looks fine to me")
+    assert early.value.reason_code == "ROLLBACK_PENDING"
+    assert (await w.executions.status(request_id)).state is S.VERIFY_FAILED  # nothing saved
+    w.kt.rt.clock.advance(601)
+    await w.kt.run_due()
+    assert (await w.executions.status(request_id)).state is S.ROLLED_BACK
+    assert w.graph.role_instances == []
