@@ -399,6 +399,34 @@ class Executions:
             return await self.rollback(request_id, reason="window closed during execution")
         return status
 
+    async def settle_unreceipted(self, request_id: str, *, now: datetime) -> ExecutionStatus | None:
+        """A closed window whose grant was used, longer than :data:`UNRECEIPTED_GRACE`
+        ago, with no step receipted (keyturn stopped mid-call and the window closed
+        before :meth:`run_approved` could flag it): receipt the unknown outcome (paged)
+        and roll back. ``None`` when that is not the case (yet). Reconciliation calls it.
+        """
+        view = await self._kt.view(request_id)
+        request = view.request
+        grant = view.grant
+        if request.state is RequestState.APPROVED or grant is None or not self.bound(request):
+            return None
+        status = await self.status(request_id)
+        if status.state is not ExecutionState.NOT_STARTED:
+            return status
+        async with self._kt.rt.store.unit_of_work(read_only=True) as uow:
+            used_at = await uow.grants.consumed_at(grant.grant_id)
+        if used_at is None or now - used_at < UNRECEIPTED_GRACE:
+            return None
+        binding, _ = self._bound(request)
+        unknown = StepResult(
+            False,
+            "the grant was used but no execution was receipted before the window closed "
+            "(keyturn stopped mid-call, or the grant was used outside keyturn): the "
+            "outcome is unknown",
+        )
+        await self._record(request, binding, "execute", unknown, 1)
+        return await self.rollback(request_id, reason="reconciliation: unreceipted grant use")
+
     async def sweep(self) -> int:
         """The scheduler's pass: start approved, bound requests not executed yet.
 
