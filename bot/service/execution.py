@@ -250,7 +250,9 @@ class Executions:
             params=action.params,
             context=context,
         )
-        result, attempts = await self._attempt(executor.execute, action)
+        result, attempts = await self._attempt(
+            executor.execute, action, keep_trying=lambda: self._window_open(request_id)
+        )
         status = await self._record(request, binding, "execute", result, attempts)
         if status.state is ExecutionState.EXECUTED:
             verified, attempts = await self._attempt(
@@ -599,7 +601,18 @@ class Executions:
                     return dict(context) if isinstance(context, dict) else {}
         return {}
 
-    async def _attempt(self, step: Step, action: Action) -> tuple[StepResult, int]:
+    async def _window_open(self, request_id: str) -> bool:
+        return (await self._kt.view(request_id)).request.state is RequestState.APPROVED
+
+    async def _attempt(
+        self,
+        step: Step,
+        action: Action,
+        *,
+        keep_trying: Callable[[], Awaitable[bool]] | None = None,
+    ) -> tuple[StepResult, int]:
+        """Run ``step``, retrying transient failures; ``keep_trying`` is asked after each
+        backoff (execute: the window is still open — a kill switch stops the retries)."""
         attempt = 0
         while True:
             attempt += 1
@@ -614,6 +627,9 @@ class Executions:
                 return result, attempt
             log.info("executor step: %s; retrying in %.2f s", result.detail, delay)
             await self._sleep(delay)
+            if keep_trying is not None and not await keep_trying():
+                log.info("executor step: not retried, the window has closed")
+                return result, attempt
 
     async def _record(
         self,

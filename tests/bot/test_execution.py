@@ -396,3 +396,32 @@ async def test_resolving_a_failed_verification_cannot_cancel_the_window_end_roll
     await w.kt.run_due()
     assert (await w.executions.status(request_id)).state is S.ROLLED_BACK
     assert w.graph.role_instances == []
+
+
+async def test_the_kill_switch_pulled_during_a_retry_backoff_stops_the_retries(
+    world: World,
+) -> None:
+    """The first assign got a 500; while keyturn waits to try again, an approver pulls the
+    kill switch. keyturn must not assign the role after that (and then remove it): the
+    retries stop, and the window's rollback still runs."""
+    w = world
+    request_id = await approved_window(w)
+    w.graph.script("roleRequests", g.graph_error(500, "InternalServerError"))
+
+    async def kill_switch_during_backoff(seconds: float) -> None:
+        await w.kt.revoke_breakglass(request_id, person("carol"), reason="kill switch")
+
+    pulled = Executions(
+        w.kt,
+        ExecutorRegistry.from_config(
+            {"entra.role.assign": {"kind": "entra.role.assign", "roles": {}}}
+        ),
+        {"entra.role.assign": w.executions._executors["entra.role.assign"]},
+        retry=RetryPolicy(max_attempts=3, first_delay_seconds=0.5),
+        sleep=kill_switch_during_backoff,
+    )
+    install(w.kt, pulled)
+    status = await pulled.execute_breakglass(request_id, person("alice"))
+    assert "adminAssign" not in [r["action"] for r in w.graph.role_requests]
+    assert w.graph.role_instances == []
+    assert status.state is S.ROLLED_BACK
