@@ -118,7 +118,9 @@ def verify_webhook_call(
     signature_text = _header(headers, HEADER_SIGNATURE)
     if kid != key_id(public_key):
         raise GateDeniedError("WEBHOOK_KEY_UNKNOWN", "the call is signed with a key we do not know")
-    if not timestamp.isdigit() or len(timestamp) > 12:
+    # ASCII digits only (str.isdigit() also accepts "²" and other scripts' digits), and
+    # at most 11 of them (a 12-digit time is past datetime's year 9999).
+    if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 11:
         raise GateDeniedError("WEBHOOK_STALE", "the call's timestamp is not Unix seconds")
     signed_at = from_epoch(int(timestamp))
     if abs((now - signed_at).total_seconds()) > MAX_SKEW_SECONDS:

@@ -250,7 +250,9 @@ class Executions:
             params=action.params,
             context=context,
         )
-        result, attempts = await self._attempt(executor.execute, action)
+        result, attempts = await self._attempt(
+            executor.execute, action, keep_trying=lambda: self._window_open(request_id)
+        )
         status = await self._record(request, binding, "execute", result, attempts)
         if status.state is ExecutionState.EXECUTED:
             verified, attempts = await self._attempt(
@@ -358,6 +360,12 @@ class Executions:
             if e.reason_code == "GRANT_ALREADY_USED":
                 log.info("%s: another process executes it (its grant is used)", request_id)
                 return None
+            async with kt.rt.store.unit_of_work(read_only=True) as uow:
+                passed_gate = await uow.grants.consumed_at(grant.grant_id) is not None
+            if passed_gate:
+                # Our gate check consumed the grant, so the call may have been sent (the
+                # failure came after it): never "refused before anything was sent".
+                return await self._failed_after_gate(request, binding, e)
             if (await kt.view(request_id)).request.state is not RequestState.APPROVED:
                 log.info("%s: the window closed before it was executed", request_id)
                 return None
@@ -370,6 +378,56 @@ class Executions:
             return await self._record(request, binding, "execute", refused, 1)
         self._started.add(request_id)
         return status
+
+    async def _failed_after_gate(
+        self, request: ApprovalRequest, binding: ExecutorBinding, error: KeyturnError
+    ) -> ExecutionStatus:
+        """The gate passed, then something failed: receipt an unknown outcome (paged;
+        rolled back at window end) unless a step was receipted already."""
+        request_id = request.request_id
+        self._started.add(request_id)
+        status = await self.status(request_id)
+        if status.state is not ExecutionState.NOT_STARTED:
+            return status
+        log.error("%s failed after the gate passed: %s", request_id, error.reason_code)
+        unknown = StepResult(
+            False,
+            f"keyturn failed after the gate passed ({error.reason_code}): the call may "
+            "have been sent; the outcome is unknown",
+        )
+        status = await self._record(request, binding, "execute", unknown, 1)
+        if (await self._kt.view(request_id)).request.state is not RequestState.APPROVED:
+            # The window closed meanwhile; its rollback found nothing receipted.
+            return await self.rollback(request_id, reason="window closed during execution")
+        return status
+
+    async def settle_unreceipted(self, request_id: str, *, now: datetime) -> ExecutionStatus | None:
+        """A closed window whose grant was used, longer than :data:`UNRECEIPTED_GRACE`
+        ago, with no step receipted (keyturn stopped mid-call and the window closed
+        before :meth:`run_approved` could flag it): receipt the unknown outcome (paged)
+        and roll back. ``None`` when that is not the case (yet). Reconciliation calls it.
+        """
+        view = await self._kt.view(request_id)
+        request = view.request
+        grant = view.grant
+        if request.state is RequestState.APPROVED or grant is None or not self.bound(request):
+            return None
+        status = await self.status(request_id)
+        if status.state is not ExecutionState.NOT_STARTED:
+            return status
+        async with self._kt.rt.store.unit_of_work(read_only=True) as uow:
+            used_at = await uow.grants.consumed_at(grant.grant_id)
+        if used_at is None or now - used_at < UNRECEIPTED_GRACE:
+            return None
+        binding, _ = self._bound(request)
+        unknown = StepResult(
+            False,
+            "the grant was used but no execution was receipted before the window closed "
+            "(keyturn stopped mid-call, or the grant was used outside keyturn): the "
+            "outcome is unknown",
+        )
+        await self._record(request, binding, "execute", unknown, 1)
+        return await self.rollback(request_id, reason="reconciliation: unreceipted grant use")
 
     async def sweep(self) -> int:
         """The scheduler's pass: start approved, bound requests not executed yet.
@@ -474,7 +532,8 @@ class Executions:
 
         Raises:
             ApprovalRefusedError: ``NOTE_REQUIRED``, ``NOTHING_TO_RESOLVE``,
-                ``NOT_ALLOWED_TO_RESOLVE``.
+                ``ROLLBACK_PENDING`` (verify_failed, or an execute that may have been
+                sent, before its rollback was tried), ``NOT_ALLOWED_TO_RESOLVE``.
         """
         kt = self._kt
         if not note or not note.strip():
@@ -487,6 +546,17 @@ class Executions:
         if status.state not in ALERTING:
             raise ApprovalRefusedError(
                 "NOTHING_TO_RESOLVE", f"the execution is {status.state}; nothing to resolve"
+            )
+        if (
+            status.state in (ExecutionState.VERIFY_FAILED, ExecutionState.EXECUTE_FAILED)
+            and status.reference.get("sent") != "no"
+        ):
+            # What may have landed is still to be rolled back (window end, kill switch,
+            # reconciliation); a resolve now would end the execution and skip that.
+            raise ApprovalRefusedError(
+                "ROLLBACK_PENDING",
+                f"the execution is {status.state} and not rolled back yet: it is rolled "
+                "back when the window closes (pull the kill switch to close it now)",
             )
         group_ids = sorted(
             {
@@ -531,7 +601,18 @@ class Executions:
                     return dict(context) if isinstance(context, dict) else {}
         return {}
 
-    async def _attempt(self, step: Step, action: Action) -> tuple[StepResult, int]:
+    async def _window_open(self, request_id: str) -> bool:
+        return (await self._kt.view(request_id)).request.state is RequestState.APPROVED
+
+    async def _attempt(
+        self,
+        step: Step,
+        action: Action,
+        *,
+        keep_trying: Callable[[], Awaitable[bool]] | None = None,
+    ) -> tuple[StepResult, int]:
+        """Run ``step``, retrying transient failures; ``keep_trying`` is asked after each
+        backoff (execute: the window is still open — a kill switch stops the retries)."""
         attempt = 0
         while True:
             attempt += 1
@@ -546,6 +627,9 @@ class Executions:
                 return result, attempt
             log.info("executor step: %s; retrying in %.2f s", result.detail, delay)
             await self._sleep(delay)
+            if keep_trying is not None and not await keep_trying():
+                log.info("executor step: not retried, the window has closed")
+                return result, attempt
 
     async def _record(
         self,

@@ -9,6 +9,8 @@ renews it each run; when it dies the lease expires and another replica takes ove
       │    past the window (+ grace) and not rolled back ─▶ Executions.rollback
       │    (receipted; a failure pages as rollback_failed and is retried every
       │    retry_failed_every_seconds); a rollback sent but never confirmed ─▶ confirmed
+      ├─ closed windows whose grant was used with no step receipted (a replica stopped
+      │    between the gate and its receipt) ─▶ execute_failed (paged) ─▶ rollback
       └─ watched roles / groups (optional) ─ who holds them now (Graph) ─ minus what
            keyturn's open executions granted, minus configured standing holders
            ─▶ one ``reconcile_finding`` receipt each (loud feed line) + an event
@@ -43,6 +45,7 @@ from adapters.entra.settings import is_guid
 from adapters.store.executions import ExecutionReceipts
 from adapters.store.leases import Leases
 from bot.service.evidence import Recorded
+from bot.service.execution import UNRECEIPTED_GRACE
 from bot.service.runtime import Event
 from core import receipt_events as events
 from core.errors import ConfigError, KeyturnError
@@ -55,7 +58,7 @@ from core.executor import (
     Executor,
     fold,
 )
-from core.requests import RequestState
+from core.requests import ApprovalRequest, RequestState
 
 if TYPE_CHECKING:
     from bot.service.execution import Executions
@@ -64,6 +67,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LEASE = "reconcile"
+#: How many of the newest closed windows each run checks for an unreceipted execution.
+CLOSED_SCAN = 200
 #: Executor kind → (settings field listing its watched ids, execute reference key).
 WATCHABLE = {
     "entra.role.assign": ("watch_roles", "role_definition_id"),
@@ -267,6 +272,24 @@ class Reconciler:
             except Exception as e:
                 log.exception("reconciling %s failed", request_id)
                 errors.append(f"{request_id}: {type(e).__name__}: {e}")
+        for request in await self._closed_unreceipted(active):
+            request_id = request.request_id
+            try:
+                if not await self._still_mine():
+                    errors.append("the lease passed to another replica; stopped")
+                    break
+                settled = await self._executions.settle_unreceipted(request_id, now=now)
+                if settled is not None:
+                    rolled_back[request_id] = str(settled.state)
+                elif request.state_changed_at is not None and (
+                    now - request.state_changed_at >= UNRECEIPTED_GRACE
+                ):
+                    # Its grant was never used (a use precedes the close, so one would be
+                    # past the grace and settled): a closed window never uses it now.
+                    self._finished.add(request_id)
+            except Exception as e:
+                log.exception("reconciling %s failed", request_id)
+                errors.append(f"{request_id}: {type(e).__name__}: {e}")
         findings: list[Finding] = []
         if self._watch:
             try:
@@ -303,6 +326,24 @@ class Reconciler:
             else:
                 open_[request_id] = status
         return open_
+
+    async def _closed_unreceipted(
+        self, active: Mapping[str, ExecutionStatus]
+    ) -> list[ApprovalRequest]:
+        """Closed windows keyturn executes that have no step receipt and are not known to
+        be settled: a process that stopped between the gate and its receipt leaves one
+        (see :meth:`Executions.settle_unreceipted`)."""
+        async with self._kt.rt.store.unit_of_work(read_only=True) as uow:
+            closed = await uow.requests.find(
+                states=[RequestState.EXPIRED, RequestState.REVOKED], limit=CLOSED_SCAN
+            )
+        return [
+            r
+            for r in closed
+            if r.request_id not in active
+            and r.request_id not in self._finished
+            and self._executions.bound(r)
+        ]
 
     async def _due(self, request_id: str, status: ExecutionStatus, now: datetime) -> bool:
         if status.state not in NEEDS_ROLLBACK and status.state is not ExecutionState.ROLLBACK_SENT:

@@ -17,7 +17,7 @@ from bot import demo
 from bot.bootstrap import App, build
 from bot.service.execution import Executions, install
 from bot.service.runtime import Event
-from core.errors import ApprovalRefusedError, GateDeniedError
+from core.errors import ApprovalRefusedError, GateDeniedError, StoreError
 from core.executor import Action, ExecutionState, ExecutorRegistry, RetryPolicy, StepResult
 from core.quorum import Verdict
 from core.receipts import ReceiptKind, verify_receipt
@@ -306,3 +306,122 @@ async def test_a_failed_verification_pages_and_the_window_end_still_rolls_back(
     await w.kt.run_due()
     assert (await w.executions.status(request_id)).state is S.ROLLED_BACK
     assert w.graph.role_instances == []
+
+
+def _delegating(inner: Any, *, after_execute: Any) -> Any:
+    """The real executor, with ``after_execute()`` run once its execute call returned."""
+
+    class Delegating:
+        kind = inner.kind
+
+        def check_target(self, action: Action) -> None:
+            inner.check_target(action)
+
+        async def execute(self, action: Action) -> StepResult:
+            result = await inner.execute(action)
+            await after_execute()
+            return result
+
+        async def verify(self, action: Action) -> StepResult:
+            return await inner.verify(action)
+
+        async def rollback(self, action: Action) -> StepResult:
+            return await inner.rollback(action)
+
+        async def verify_rollback(self, action: Action) -> StepResult:
+            return await inner.verify_rollback(action)
+
+    return Delegating()
+
+
+async def test_a_store_failure_after_the_call_landed_is_not_receipted_as_never_sent(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The role was assigned, then the database blinked while receipting it: keyturn must
+    not record "refused before anything was sent" (which skips the rollback) — the
+    outcome is unknown, it is paged, and the window's end removes the role."""
+    w = world
+    request_id = await approved_window(w)
+    store = w.kt.rt.store
+    real = store.unit_of_work
+    armed = {"now": False}
+
+    def unit_of_work(*, read_only: bool = False) -> Any:
+        if armed["now"] and not read_only:
+            armed["now"] = False
+            raise StoreError("STORE_UNAVAILABLE", "the database went away")
+        return real(read_only=read_only)
+
+    async def database_blinks() -> None:
+        armed["now"] = True
+
+    monkeypatch.setattr(store, "unit_of_work", unit_of_work)
+    inner = w.executions._executors["entra.role.assign"]
+    blinking = Executions(
+        w.kt,
+        ExecutorRegistry.from_config(
+            {"entra.role.assign": {"kind": "entra.role.assign", "roles": {}}}
+        ),
+        {"entra.role.assign": _delegating(inner, after_execute=database_blinks)},
+        retry=RetryPolicy(max_attempts=1),
+    )
+    install(w.kt, blinking)
+    status = await blinking.run_approved(request_id)
+    assert len(w.graph.role_instances) == 1  # it landed
+    assert status is not None and status.state is S.EXECUTE_FAILED
+    assert status.reference.get("sent") != "no"
+    assert [a.data["state"] for a in w.alerts] == ["execute_failed"]
+    w.kt.rt.clock.advance(601)
+    await w.kt.run_due()
+    assert (await blinking.status(request_id)).state is S.ROLLED_BACK
+    assert w.graph.role_instances == []
+
+
+async def test_resolving_a_failed_verification_cannot_cancel_the_window_end_rollback(
+    world: World,
+) -> None:
+    """A verify_failed role may well be assigned (permanently, even). An approver who
+    'resolves' it mid-window must not turn the window's end into a no-op: the resolve is
+    refused until the rollback has been tried, and the window's end removes the role."""
+    w = world
+    request_id = await approved_window(w)
+    w.graph.script("roleInstances", *[g.Reply(200, {"value": []})] * 3)
+    status = await w.executions.execute_breakglass(request_id, person("alice"))
+    assert status.state is S.VERIFY_FAILED and len(w.graph.role_instances) == 1
+    with pytest.raises(ApprovalRefusedError) as early:
+        await w.executions.resolve(request_id, person("carol"), note="looks fine to me")
+    assert early.value.reason_code == "ROLLBACK_PENDING"
+    assert (await w.executions.status(request_id)).state is S.VERIFY_FAILED  # nothing saved
+    w.kt.rt.clock.advance(601)
+    await w.kt.run_due()
+    assert (await w.executions.status(request_id)).state is S.ROLLED_BACK
+    assert w.graph.role_instances == []
+
+
+async def test_the_kill_switch_pulled_during_a_retry_backoff_stops_the_retries(
+    world: World,
+) -> None:
+    """The first assign got a 500; while keyturn waits to try again, an approver pulls the
+    kill switch. keyturn must not assign the role after that (and then remove it): the
+    retries stop, and the window's rollback still runs."""
+    w = world
+    request_id = await approved_window(w)
+    w.graph.script("roleRequests", g.graph_error(500, "InternalServerError"))
+
+    async def kill_switch_during_backoff(seconds: float) -> None:
+        await w.kt.revoke_breakglass(request_id, person("carol"), reason="kill switch")
+
+    pulled = Executions(
+        w.kt,
+        ExecutorRegistry.from_config(
+            {"entra.role.assign": {"kind": "entra.role.assign", "roles": {}}}
+        ),
+        {"entra.role.assign": w.executions._executors["entra.role.assign"]},
+        retry=RetryPolicy(max_attempts=3, first_delay_seconds=0.5),
+        sleep=kill_switch_during_backoff,
+    )
+    install(w.kt, pulled)
+    status = await pulled.execute_breakglass(request_id, person("alice"))
+    assert "adminAssign" not in [r["action"] for r in w.graph.role_requests]
+    assert w.graph.role_instances == []
+    assert status.state is S.ROLLED_BACK

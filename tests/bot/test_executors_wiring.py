@@ -638,3 +638,50 @@ async def test_watching_a_role_without_a_role_executor_stops_start_up_naming_rec
     with pytest.raises(ConfigError) as e:
         await build(load_settings(config), create_key=True, clock=receiver.clock)
     assert e.value.message.startswith("setting reconcile:"), e.value.message
+
+
+async def test_a_call_cut_off_by_a_crash_in_a_short_window_is_still_paged_and_rolled_back(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """keyturn passed the gate and stopped before receipting the call (a crash); the
+    window (5 minutes) closes before the unreceipted-use grace is over. Its close finds
+    nothing receipted, and the sweep only looks at open windows: reconciliation must
+    still page it and roll it back."""
+    config = write_config(tmp_path / "data", receiver)
+    settings = load_settings(config)
+    crashed = await build(
+        settings.model_copy(update={"executors": {}}), create_key=True, clock=receiver.clock
+    )
+    try:
+        request_id = await approve(crashed, minutes=5)
+        token = await crashed.service.breakglass_token(request_id, person("alice"))
+        view = await crashed.service.view(request_id)
+        assert view.grant is not None and view.grant.envelope is not None
+        await crashed.service.gate_check(
+            cst=token.token,
+            grant=view.grant.envelope,
+            tool_route=ROUTE,
+            params=PARAMS,
+            context={"reason": "INC-4411 mailbox compromise", "ticket": "INC-4411"},
+        )  # … and the process died here, its call to the receiver maybe sent
+    finally:
+        await crashed.close()
+
+    app = await start(config, receiver)
+    try:
+        assert app.executions is not None and app.reconciler is not None
+        alerts = alerts_of(app)
+        assert await app.executions.run_approved(request_id) is None  # maybe in flight
+        receiver.clock.advance(6 * 60)
+        await app.service.run_due()  # the window closes
+        assert (await app.service.view(request_id)).request.state.value == "expired"
+        receiver.clock.advance(6 * 60)
+        await app.executions.sweep()
+        await app.executions.drain()
+        report = await app.reconciler.run_once(receiver.clock.now())
+        assert not report.errors
+        assert (await app.executions.status(request_id)).state is S.ROLLED_BACK
+        assert [a.data["state"] for a in alerts] == ["execute_failed"]
+        assert receiver.steps == ["rollback"]
+    finally:
+        await app.close()

@@ -357,3 +357,17 @@ def test_a_rollback_after_the_grant_expired_still_verifies_but_an_execute_does_n
 def test_the_timestamp_header_is_unix_seconds() -> None:
     _, headers = signed()
     assert int(headers[HEADER_TIMESTAMP]) == to_epoch(T0)
+
+
+@pytest.mark.parametrize("timestamp", ["١٧٩٥٠٠٠٠٠٠", "²", "999999999999", "+1795000000", " 1"])
+def test_a_timestamp_that_is_not_ascii_unix_seconds_is_refused_with_a_reason(
+    timestamp: str,
+) -> None:
+    """Unicode digits pass str.isdigit() (then crash encoding the signed bytes) and a
+    12-digit time overflows datetime: both must be a WEBHOOK_STALE refusal, never an
+    unexpected exception in the receiver."""
+    body, headers = signed()
+    headers[HEADER_TIMESTAMP] = timestamp
+    with pytest.raises(GateDeniedError) as e:
+        verify_webhook_call(body, headers, KEYTURN.public_key, T0, set())
+    assert e.value.reason_code == "WEBHOOK_STALE"
