@@ -7,6 +7,7 @@ restart), replays refused, failures paged and resolved by a person."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from collections.abc import AsyncIterator
@@ -282,7 +283,11 @@ async def test_a_restarted_keyturn_still_rolls_back_on_time(
         assert await state(second, request_id) is S.ROLLED_BACK
         assert receiver.active == set() and receiver.steps == ["execute", "rollback"]
     finally:
+        # Stopped and awaited before the store closes, as App.close and serve() do: a
+        # scheduler cancelled mid-unit-of-work must finish its rollback on a live store.
         ticking.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticking
         await second.close()
 
 
