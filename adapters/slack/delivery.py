@@ -189,8 +189,7 @@ class SlackSender:
         """Who marked which rollback step done, read from the request's receipts."""
         done: dict[int, str] = {}
         async with self._service.rt.store.unit_of_work(read_only=True) as uow:
-            for index in await uow.jobs.receipt_indexes(request_id):
-                (entry,) = await uow.log.entries(index, index + 1)
+            for _, entry in await uow.jobs.receipt_entries(request_id):
                 try:
                     receipt = receipt_from_payload(json.loads(entry)["payload"])
                 except (KeyError, TypeError, ValueError):

@@ -391,8 +391,7 @@ async def _requester_or_approver(
 
 async def _step_done_by(uow: Any, request_id: str, step_index: int) -> str | None:
     """Who already marked ``step_index`` done (from the request's receipts), or None."""
-    for index in await uow.jobs.receipt_indexes(request_id):
-        (entry,) = await uow.log.entries(index, index + 1)
+    for _, entry in await uow.jobs.receipt_entries(request_id):
         payload = json.loads(entry).get("payload")
         if (
             not isinstance(payload, dict)

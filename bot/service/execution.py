@@ -167,8 +167,8 @@ class Executions:
         kt = self._kt
         records = []
         async with kt.rt.store.unit_of_work(read_only=True) as uow:
-            for index in await uow.jobs.receipt_indexes(request_id):
-                envelope = json.loads((await uow.log.entries(index, index + 1))[0])
+            for index, entry in await uow.jobs.receipt_entries(request_id):
+                envelope = json.loads(entry)
                 if envelope.get("payload", {}).get("kind") != ReceiptKind.EXECUTOR_STEP:
                     continue
                 receipt = verify_receipt(envelope, trusted_signers={kt.rt.signer.did})
@@ -710,8 +710,7 @@ def _action(view: RequestView) -> Action:
 
 async def _payloads(uow: SqlUnitOfWork, request_id: str) -> list[dict[str, Any]]:
     payloads = []
-    for index in await uow.jobs.receipt_indexes(request_id):
-        entry = (await uow.log.entries(index, index + 1))[0]
+    for _, entry in await uow.jobs.receipt_entries(request_id):
         payload = json.loads(entry).get("payload")
         if isinstance(payload, dict):
             payloads.append(payload)
