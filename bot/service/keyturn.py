@@ -67,6 +67,13 @@ REQUEST_SCOPE = "keyturn.request"
 CHALLENGE_PREFIX = "keyturn-job-v1\n"
 
 
+def _require_own(token: ScopedToken, request: ApprovalRequest) -> None:
+    """Refuse (as "not found") a request that another agent or job made."""
+    binding = request.binding
+    if token.sub != binding.requester or token.mission_id != binding.job_id:
+        raise StoreError("NOT_FOUND", f"no request {request.request_id} for this agent")
+
+
 def guarded(fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
     """Any unexpected exception in a use case becomes a refusal, logged with its trace."""
 
@@ -491,9 +498,7 @@ class Keyturn:
         self, uow: SqlUnitOfWork, token: ScopedToken, request_id: str, now: datetime
     ) -> RequestView:
         view = await self._view(uow, request_id, now)
-        binding = view.request.binding
-        if token.sub != binding.requester or token.mission_id != binding.job_id:
-            raise StoreError("NOT_FOUND", f"no request {request_id} for this agent")
+        _require_own(token, view.request)
         return view
 
     @staticmethod
@@ -1062,10 +1067,7 @@ class Keyturn:
         now = self.rt.clock.now()
         async with self.rt.store.unit_of_work(read_only=True) as uow:
             token = await self._verify_token(uow, cst, now)
-            request = await uow.requests.get(request_id)
-        binding = request.binding
-        if token.sub != binding.requester or token.mission_id != binding.job_id:
-            raise StoreError("NOT_FOUND", f"no request {request_id} for this agent")
+            _require_own(token, await uow.requests.get(request_id))
         return await self.bundle(request_id)
 
     # ------------------------------------------------------------------ log

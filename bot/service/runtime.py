@@ -62,8 +62,7 @@ class Hub:
 
     async def publish(self, event: Event) -> None:
         if event.request_id is not None:
-            for waiter in self._waiters.pop(event.request_id, set()):
-                waiter.wake(event.data.get("state"))
+            self.wake(event.request_id, event.data.get("state"))
         for listener in list(self._listeners):
             try:
                 await listener(event)
@@ -87,10 +86,10 @@ class Hub:
         """The request ids someone in this process is waiting on."""
         return list(self._waiters)
 
-    def wake(self, request_id: str) -> None:
-        """Wake everyone waiting on ``request_id`` (it changed somewhere else)."""
+    def wake(self, request_id: str, state: object = None) -> None:
+        """Wake everyone waiting on ``request_id`` (``state``: its new state, if known)."""
         for waiter in self._waiters.pop(request_id, set()):
-            waiter.wake(None)
+            waiter.wake(state)
 
 
 class Waiter(asyncio.Event):
