@@ -39,14 +39,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
-from adapters.entra.settings import is_guid
 from adapters.store.executions import ExecutionReceipts
 from adapters.store.leases import Leases
 from bot.service.evidence import Recorded
 from bot.service.execution import UNRECEIPTED_GRACE
 from bot.service.runtime import Event
+from bot.settings import ReconcileSettings
 from core import receipt_events as events
 from core.errors import ConfigError, KeyturnError
 from core.executor import (
@@ -75,75 +73,6 @@ WATCHABLE = {
     "entra.group.add": ("watch_groups", "group_id"),
 }
 _FINISHED = frozenset({ExecutionState.ROLLED_BACK, ExecutionState.RESOLVED})
-
-
-class ReconcileSettings(BaseModel):
-    """``[reconcile]`` in keyturn's settings.
-
-    Attributes:
-        enabled: run reconciliation at all.
-        every_seconds: between runs.
-        lease_seconds: how long a replica holds the "I reconcile" lease without renewing
-            it (it renews every run); longer than ``every_seconds``. Default 3 runs.
-        grace_seconds: how long after a window's end (or its close) reconciliation
-            leaves the window's own rollback to happen before it steps in.
-        retry_failed_every_seconds: how often a ``rollback_failed`` execution is tried
-            again (each attempt is receipted, so not every run).
-        remind_findings_every_seconds: a finding that persists is reported again this
-            often.
-        watch_roles: directory role definition ids whose holders are checked (needs an
-            ``entra.role.assign`` executor).
-        watch_groups: group object ids whose PIM members and owners are checked (needs
-            an ``entra.group.add`` executor).
-        standing_holders: watched id → principal object ids allowed to hold it anyway
-            (the emergency accounts, the owners of record). Keys must be watched ids.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    enabled: bool = True
-    every_seconds: float = Field(60.0, ge=1, le=3600)
-    lease_seconds: float | None = Field(None, gt=0, le=86400)
-    grace_seconds: float = Field(120.0, ge=0, le=3600)
-    retry_failed_every_seconds: float = Field(900.0, ge=0, le=86400)
-    remind_findings_every_seconds: float = Field(6 * 3600.0, ge=60, le=7 * 86400)
-    watch_roles: tuple[str, ...] = ()
-    watch_groups: tuple[str, ...] = ()
-    standing_holders: dict[str, tuple[str, ...]] = Field(default_factory=dict)
-
-    @field_validator("watch_roles", "watch_groups")
-    @classmethod
-    def _guids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        bad = [v for v in value if not is_guid(v)]
-        if bad:
-            raise ValueError(f"watched ids are object ids (GUIDs), not {bad}")
-        return tuple(sorted({v.lower() for v in value}))
-
-    @field_validator("standing_holders")
-    @classmethod
-    def _holder_guids(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
-        out: dict[str, tuple[str, ...]] = {}
-        for target, holders in value.items():
-            bad = [h for h in (target, *holders) if not is_guid(h)]
-            if bad:
-                raise ValueError(f"standing holders are object ids (GUIDs), not {bad}")
-            out[target.lower()] = tuple(sorted({h.lower() for h in holders}))
-        return out
-
-    @model_validator(mode="after")
-    def _consistent(self) -> ReconcileSettings:
-        unwatched = set(self.standing_holders) - set(self.watch_roles) - set(self.watch_groups)
-        if unwatched:
-            raise ValueError(
-                f"standing_holders names ids that are not watched: {sorted(unwatched)}"
-            )
-        if self.lease_seconds is not None and self.lease_seconds <= self.every_seconds:
-            raise ValueError("lease_seconds must be longer than every_seconds")
-        return self
-
-    @property
-    def lease(self) -> float:
-        return self.lease_seconds if self.lease_seconds is not None else 3 * self.every_seconds
 
 
 @dataclass(frozen=True, slots=True)
