@@ -1,10 +1,16 @@
 """The Bolt ``AsyncApp``: approve/deny clicks, modals and ``/breakglass``.
 
-Every listener acknowledges at once and leaves the slow part to a bounded work queue
+Every handler acknowledges at once and leaves the slow part to a bounded work queue
 (:mod:`adapters.slack.work`): Bolt runs with ``process_before_response=True``, and a
-listener only reads the already parsed, already verified payload, offers a job and
-sets the ack, so Slack's 3-second window [A.3] never waits on the directory, the
-database or Slack's Web API. When the queue is full the ack still goes out and the
+handler only reads the already parsed, already verified payload, offers a job and
+acknowledges, so Slack's 3-second window [A.3] never waits on the directory, the
+database or Slack's Web API. keyturn's own buttons are answered by
+:class:`KeyturnButtons`, a Bolt global middleware that runs after Bolt's request
+verification and authorization: it looks the ``action_id`` up in a table instead of
+trying listeners one by one, and skips Bolt's per-call keyword-argument building,
+which together were about a quarter of the CPU a click costs before its ack (a click
+storm is acknowledged one click at a time on one event loop). Modals and
+``/breakglass`` keep Bolt's listeners. When the queue is full the ack still goes out and the
 user is told nothing was recorded (an ephemeral message, or the modal's own error
 line). Modals open from a second queue (``replies``) so a decision storm does not
 make a ``trigger_id`` (about 3 seconds of life) expire.
@@ -27,6 +33,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.middleware.async_middleware import AsyncMiddleware
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -198,6 +207,45 @@ class SlackIdentities:
         return identity
 
 
+#: Handles one click on a keyturn button: offers its work (no I/O), returns at once.
+ButtonHandler = Callable[[dict[str, Any], AsyncBoltRequest], None]
+
+
+class KeyturnButtons(AsyncMiddleware):
+    """Bolt global middleware that acknowledges clicks on keyturn's own buttons.
+
+    Registered after Bolt's built-in middleware (``AsyncApp.use``), so a request
+    reaches it only once its signature, age and workspace have been checked. A
+    ``block_actions`` payload whose action is in ``handlers`` is handed to its handler
+    and answered with an empty 200 (the ack); anything else goes on to Bolt's
+    listeners (modals, ``/breakglass``) or its "unhandled request" answer.
+    """
+
+    def __init__(self, handlers: Mapping[str, ButtonHandler]) -> None:
+        self._handlers = dict(handlers)
+
+    @property
+    def action_ids(self) -> frozenset[str]:
+        return frozenset(self._handlers)
+
+    async def async_process(
+        self,
+        *,
+        req: AsyncBoltRequest,
+        resp: BoltResponse,
+        next: Callable[[], Awaitable[BoltResponse]],  # Bolt passes it by this name
+    ) -> BoltResponse:
+        body = req.body
+        if body.get("type") == "block_actions":
+            actions = body.get("actions")
+            if isinstance(actions, list) and actions and isinstance(actions[0], Mapping):
+                handler = self._handlers.get(str(actions[0].get("action_id")))
+                if handler is not None:
+                    handler(body, req)
+                    return BoltResponse(status=200, body="")
+        return await next()
+
+
 def build_slack_app(
     service: KeyturnService,
     *,
@@ -262,7 +310,7 @@ def build_slack_app(
     def later(
         queue: WorkQueue,
         name: str,
-        run: Callable[[], Awaitable[None]],
+        run: Callable[[], Awaitable[object]],
         tell: Callable[[str], Awaitable[None]],
         *,
         key: str | None = None,
@@ -337,8 +385,10 @@ def build_slack_app(
         channel = body.get("channel") or {}
         return channel.get("id") if isinstance(channel, Mapping) else None
 
-    @app.action(bk.APPROVE)
-    async def approve(ack: Any, body: dict[str, Any], request: Any) -> None:
+    # keyturn's buttons (see KeyturnButtons): each offers its work and returns; the
+    # middleware sends the ack.
+
+    def approve(body: dict[str, Any], request: AsyncBoltRequest) -> None:
         request_id = str(body["actions"][0]["value"])
         channel, retry = _channel(body), _is_retry(request)
         later(
@@ -348,10 +398,8 @@ def build_slack_app(
             teller(body, channel),
             key=click_key(body),
         )
-        await ack()
 
-    @app.action(bk.REVOKE)
-    async def revoke(ack: Any, body: dict[str, Any]) -> None:
+    def revoke(body: dict[str, Any], request: AsyncBoltRequest) -> None:
         request_id = str(body["actions"][0]["value"])
 
         async def call(identity: IdentityRef) -> object:
@@ -366,17 +414,14 @@ def build_slack_app(
             teller(body, _channel(body)),
             key=click_key(body),
         )
-        await ack()
 
-    @app.action(bk.ROLLBACK_DONE)
-    async def rollback_done(ack: Any, body: dict[str, Any]) -> None:
+    def rollback_done(body: dict[str, Any], request: AsyncBoltRequest) -> None:
         channel = _channel(body)
         tell = teller(body, channel)
         try:
             request_id, index = bk.read_step_value(str(body["actions"][0]["value"]))
         except ValueError:
             later(queues.replies, "refusal of a foreign button", lambda: tell(NOT_OURS), tell)
-            await ack()
             return
 
         async def call(identity: IdentityRef) -> object:
@@ -390,34 +435,28 @@ def build_slack_app(
             tell,
             key=click_key(body),
         )
-        await ack()
 
-    @app.action(bk.APPROVE_TYPED)
-    async def approve_typed(ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
+    def approve_typed(body: dict[str, Any], request: AsyncBoltRequest) -> None:
         request_id = str(body["actions"][0]["value"])
         modal = bk.confirm_modal(request_id, _channel(body), _route(body))
         later(
             queues.replies,
             f"confirm dialog for {request_id}",
-            lambda: _open(client, body, modal),
+            lambda: _open(body, modal),
             teller(body, _channel(body)),
         )
-        await ack()
 
-    @app.action(bk.DENY)
-    async def deny(ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
+    def deny(body: dict[str, Any], request: AsyncBoltRequest) -> None:
         request_id = str(body["actions"][0]["value"])
         modal = bk.deny_modal(request_id, _channel(body))
         later(
             queues.replies,
             f"deny dialog for {request_id}",
-            lambda: _open(client, body, modal),
+            lambda: _open(body, modal),
             teller(body, _channel(body)),
         )
-        await ack()
 
-    @app.action(bk.SHOW_PAYLOAD)
-    async def show_payload(ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
+    def show_payload(body: dict[str, Any], request: AsyncBoltRequest) -> None:
         request_id = str(body["actions"][0]["value"])
         tell = teller(body, _channel(body))
 
@@ -428,14 +467,26 @@ def build_slack_app(
                 await tell(e.message)
                 return
             modal = bk.payload_modal(view.card, sorted(view.request.sensitive_params))
-            await _open(client, body, modal)
+            await _open(body, modal)
 
         later(queues.replies, f"payload of {request_id}", run, tell)
-        await ack()
 
-    async def _open(client: AsyncWebClient, body: Mapping[str, Any], view: dict[str, Any]) -> None:
+    app.use(
+        KeyturnButtons(
+            {
+                bk.APPROVE: approve,
+                bk.REVOKE: revoke,
+                bk.ROLLBACK_DONE: rollback_done,
+                bk.APPROVE_TYPED: approve_typed,
+                bk.DENY: deny,
+                bk.SHOW_PAYLOAD: show_payload,
+            }
+        )
+    )
+
+    async def _open(body: Mapping[str, Any], view: dict[str, Any]) -> None:
         try:
-            await client.views_open(trigger_id=body["trigger_id"], view=view)
+            await web.views_open(trigger_id=body["trigger_id"], view=view)
         except SlackApiError as e:
             log.warning("views.open failed: %s", e.response.get("error"))
             await ephemeral(

@@ -85,3 +85,49 @@ async def test_a_body_changed_after_signing_is_refused(rig: Rig) -> None:
     assert response.status == 401
     await rig.surface.work.join()
     assert not (await rig.app.service.view(request_id)).decisions
+
+
+@pytest.mark.asyncio
+async def test_keyturn_buttons_run_after_bolts_verification_and_authorization(rig: Rig) -> None:
+    from slack_bolt.middleware.authorization.async_single_team_authorization import (
+        AsyncSingleTeamAuthorization,
+    )
+    from slack_bolt.middleware.request_verification.async_request_verification import (
+        AsyncRequestVerification,
+    )
+
+    from adapters.slack.app import KeyturnButtons
+
+    chain = [type(m) for m in rig.surface.app._async_middleware_list]
+    assert chain.index(KeyturnButtons) > chain.index(AsyncRequestVerification)
+    assert chain.index(KeyturnButtons) > chain.index(AsyncSingleTeamAuthorization)
+    buttons = next(m for m in rig.surface.app._async_middleware_list if type(m) is KeyturnButtons)
+    assert buttons.action_ids == {
+        bk.APPROVE,
+        bk.APPROVE_TYPED,
+        bk.DENY,
+        bk.SHOW_PAYLOAD,
+        bk.REVOKE,
+        bk.ROLLBACK_DONE,
+    }
+
+
+@pytest.mark.asyncio
+async def test_a_button_that_is_not_keyturns_is_left_to_bolt_and_queues_nothing(rig: Rig) -> None:
+    request_id = await rig.agent_request()
+    body = block_action("UBOB", "someone_elses_button", request_id, rig.webhook_url)
+    response = await rig.post(body)
+    assert response.status == 404  # Bolt: no listener for it
+    assert rig.surface.work.decisions.idle and rig.surface.work.replies.idle
+    assert not (await rig.app.service.view(request_id)).decisions
+
+
+@pytest.mark.asyncio
+async def test_a_click_is_acknowledged_with_an_empty_200_and_decided_from_the_queue(
+    rig: Rig,
+) -> None:
+    request_id = await rig.agent_request()
+    response = await rig.click("UBOB", bk.APPROVE, request_id)
+    assert response.status == 200 and await response.text() == ""
+    await rig.surface.work.join()
+    assert len((await rig.app.service.view(request_id)).decisions) == 1
