@@ -785,6 +785,10 @@ class Keyturn:
                     request = await uow.requests.get(request_id)
                     every = [r.reminder_every_seconds or 0 for r in request.requirements]
                     self._reminder_every[request_id] = min((e for e in every if e > 0), default=0)
+                    # A read runs on the event loop's thread without suspending
+                    # (adapters.store.sqlite_driver): after a burst of new requests,
+                    # reading them all in one go would hold every request up.
+                    await asyncio.sleep(0)
                 seconds = self._reminder_every[request_id]
                 if not seconds:
                     continue

@@ -30,6 +30,11 @@ log = logging.getLogger(__name__)
 
 #: Seconds the sealer yields between two bundles of a batch.
 _PAUSE_BETWEEN_SEALS = 0.002
+#: Bundles written per unit of work. A unit holds the store's write lock while its
+#: statements run on the event loop's thread (adapters.store.sqlite_driver), and a
+#: bundle is tens of KB of JSON to serialize: 100 in one unit kept every decision and
+#: submission waiting for up to 70 ms (tests/bench/bench_service.py).
+_BUNDLES_PER_COMMIT = 10
 
 #: States after which nothing more can happen to a request (break-glass windows
 #: close as REVOKED or EXPIRED; a plain approval ends CONSUMED or EXPIRED).
@@ -131,8 +136,8 @@ async def seal_request(kt: Keyturn, request_id: str) -> Mapping[str, Any]:
 async def seal_requests(kt: Keyturn, request_ids: Sequence[str]) -> list[str]:
     """Seal the final, unsealed requests among ``request_ids`` in one batch.
 
-    One read, one checkpoint covering them all, one commit for every bundle and its
-    ``bundle_sealed`` receipt. A request that cannot be sealed (not final, unknown, a
+    One read, one checkpoint covering them all, then the bundles and their
+    ``bundle_sealed`` receipts written :data:`_BUNDLES_PER_COMMIT` to a commit. A request that cannot be sealed (not final, unknown, a
     sealing error) is logged and skipped; one already sealed (here or by another
     replica) counts as done. Returns the ids that are sealed now.
     """
@@ -165,20 +170,23 @@ async def seal_requests(kt: Keyturn, request_ids: Sequence[str]) -> list[str]:
         # Each seal is milliseconds of CPU on the event loop: pause between them so the
         # requests that arrived meanwhile run before the next one (sealing can wait).
         await asyncio.sleep(_PAUSE_BETWEEN_SEALS)
-    recorded = []
-    async with kt.rt.store.unit_of_work() as uow:
-        for request_id, evidence, bundle in sealed:
-            done.append(request_id)
-            if not await uow.jobs.save_bundle(request_id, bundle, at=now):
-                continue  # another replica sealed it first; theirs stands
-            recorded.append(
-                await kt.evidence.record(
-                    uow,
-                    events.bundle_sealed(
-                        evidence.view.request, bundle, receipt_id=kt.evidence.new_receipt_id()
-                    ),
+    for start in range(0, len(sealed), _BUNDLES_PER_COMMIT):
+        if start:
+            await asyncio.sleep(0)
+        recorded = []
+        async with kt.rt.store.unit_of_work() as uow:
+            for request_id, evidence, bundle in sealed[start : start + _BUNDLES_PER_COMMIT]:
+                done.append(request_id)
+                if not await uow.jobs.save_bundle(request_id, bundle, at=now):
+                    continue  # another replica sealed it first; theirs stands
+                recorded.append(
+                    await kt.evidence.record(
+                        uow,
+                        events.bundle_sealed(
+                            evidence.view.request, bundle, receipt_id=kt.evidence.new_receipt_id()
+                        ),
+                    )
                 )
-            )
-        await uow.commit()
-    await kt.evidence.after_commit(recorded, now)
+            await uow.commit()
+        await kt.evidence.after_commit(recorded, now)
     return done
