@@ -137,9 +137,10 @@ async def seal_requests(kt: Keyturn, request_ids: Sequence[str]) -> list[str]:
     """Seal the final, unsealed requests among ``request_ids`` in one batch.
 
     One read, one checkpoint covering them all, then the bundles and their
-    ``bundle_sealed`` receipts written :data:`_BUNDLES_PER_COMMIT` to a commit. A request that cannot be sealed (not final, unknown, a
-    sealing error) is logged and skipped; one already sealed (here or by another
-    replica) counts as done. Returns the ids that are sealed now.
+    ``bundle_sealed`` receipts written :data:`_BUNDLES_PER_COMMIT` to a commit. A
+    request that cannot be sealed (not final, unknown, a sealing error) is logged and
+    skipped; one already sealed (here or by another replica) counts as done. Returns
+    the ids that are sealed now.
     """
     now = kt.rt.clock.now()
     done: list[str] = []

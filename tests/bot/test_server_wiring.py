@@ -58,3 +58,18 @@ async def test_teams_without_credentials_refuses_to_start(app: App) -> None:
     app.settings = app.settings.model_copy(update={"teams": TeamsSettings()})
     with pytest.raises(ConfigError):
         build_web_app(app)
+
+
+async def test_settle_heap_freezes_start_up_and_spaces_out_full_collections() -> None:
+    import gc
+
+    from bot.server import FULL_COLLECTION_EVERY, settle_heap
+
+    before = gc.get_threshold()
+    try:
+        settle_heap()
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (before[0], before[1], FULL_COLLECTION_EVERY)
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
