@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.logger import get_bolt_app_logger
 from slack_bolt.middleware.async_middleware import AsyncMiddleware
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
@@ -246,6 +247,27 @@ class KeyturnButtons(AsyncMiddleware):
         return await next()
 
 
+class KeyturnBolt(AsyncApp):
+    """Bolt's ``AsyncApp`` with one Web API client for every request.
+
+    Since Bolt 1.15 ``_init_context`` builds a new ``AsyncWebClient`` per request (so
+    that an app swapping tokens per request cannot race on a shared one), reading the
+    proxy environment variables each time: about 15% of the CPU a click costs before
+    its ack. keyturn has one workspace and one bot token and never changes the
+    client's token, so every request gets the app's client, with the same context
+    keys Bolt sets (``tests/adapters/slack/test_request.py`` compares them with
+    Bolt's own method, so a Bolt upgrade that adds one fails the tests).
+    """
+
+    def _init_context(self, req: AsyncBoltRequest) -> None:
+        req.context["logger"] = get_bolt_app_logger(
+            app_name=self.name, base_logger=self._base_logger
+        )
+        req.context["token"] = self._token
+        req.context["client"] = self._async_client
+        req.context["listener_runner"] = self.listener_runner
+
+
 def build_slack_app(
     service: KeyturnService,
     *,
@@ -279,7 +301,7 @@ def build_slack_app(
     webhook_log = logging.getLogger("slack_sdk.webhook.async_client")
     if webhook_log.getEffectiveLevel() < logging.INFO:
         webhook_log.setLevel(logging.INFO)
-    app = AsyncApp(
+    app = KeyturnBolt(
         signing_secret=secret,
         client=web,
         request_verification_enabled=True,

@@ -131,3 +131,24 @@ async def test_a_click_is_acknowledged_with_an_empty_200_and_decided_from_the_qu
     assert response.status == 200 and await response.text() == ""
     await rig.surface.work.join()
     assert len((await rig.app.service.view(request_id)).decisions) == 1
+
+
+@pytest.mark.asyncio
+async def test_every_request_gets_the_apps_client_and_the_context_bolt_would_build(
+    rig: Rig,
+) -> None:
+    from slack_bolt.async_app import AsyncApp
+
+    app = rig.surface.app
+    body = block_action("UBOB", bk.APPROVE, "r-1", rig.webhook_url)
+    ours = AsyncBoltRequest(body=body, headers=signed(body))
+    bolts = AsyncBoltRequest(body=body, headers=signed(body))
+    app._init_context(ours)
+    AsyncApp._init_context(app, bolts)
+    assert set(ours.context) == set(bolts.context)
+    for key in ours.context:
+        if key != "client":
+            assert ours.context[key] == bolts.context[key], key
+    shared, fresh = ours.context["client"], bolts.context["client"]
+    assert shared is app.client
+    assert (shared.token, shared.base_url) == (fresh.token, fresh.base_url)
