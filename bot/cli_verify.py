@@ -261,15 +261,7 @@ def run_get(args: argparse.Namespace) -> int:
         return await app.service.bundle(args.request_id)
 
     bundle = with_app(args, fetch)
-    text = bundle_bytes(bundle).decode("utf-8") + "\n"
-    if args.out:
-        try:
-            Path(args.out).write_text(text, encoding="utf-8")
-        except OSError as e:
-            raise CliError(f"cannot write {args.out}: {e.strerror or e}") from e
-        print(f"wrote the bundle of {args.request_id} to {args.out}")
-    else:
-        sys.stdout.write(text)
+    _emit(bundle, args.out, f"wrote the bundle of {args.request_id} to {args.out}")
     return EXIT_OK
 
 
@@ -288,13 +280,22 @@ def run_export(args: argparse.Namespace) -> int:
         gateway_receipts=_gateway_receipts(args.gateway_receipts),
         now=datetime.now(UTC),
     )
-    text = bundle_bytes(exported).decode("utf-8") + "\n"
-    if args.out:
-        try:
-            Path(args.out).write_text(text, encoding="utf-8")
-        except OSError as e:
-            raise CliError(f"cannot write {args.out}: {e.strerror or e}") from e
-        print(f"wrote Claw proof_bundle {exported['payload']['bundle_id']} to {args.out}")
-    else:
-        sys.stdout.write(text)
+    _emit(
+        exported,
+        args.out,
+        f"wrote Claw proof_bundle {exported['payload']['bundle_id']} to {args.out}",
+    )
     return EXIT_OK
+
+
+def _emit(bundle: Mapping[str, Any], out: str | None, written: str) -> None:
+    """The bundle's bytes to ``out`` (then ``written`` is printed), or to stdout."""
+    text = bundle_bytes(bundle).decode("utf-8") + "\n"
+    if not out:
+        sys.stdout.write(text)
+        return
+    try:
+        Path(out).write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise CliError(f"cannot write {out}: {e.strerror or e}") from e
+    print(written)

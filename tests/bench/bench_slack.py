@@ -140,17 +140,16 @@ def _pct(samples: list[float], q: float) -> float:
 async def _run() -> list[str]:
     from aiohttp import web
     from aiohttp.test_utils import TestServer
-    from pydantic import SecretStr
     from slack_sdk.web.async_client import AsyncWebClient
 
     from adapters.outbox import OutboxWorker
     from adapters.signer import FileSigner
-    from adapters.slack import SlackSettings, mount_slack
     from adapters.slack import blocks as bk
+    from adapters.slack import mount_slack
     from bot import demo
     from bot.bootstrap import build
-    from tests.adapters.slack.conftest import APPROVERS, SECRET, SECURITY, block_action, signed
-    from tests.adapters.slack.standin import TEAM, SlackStandIn
+    from tests.adapters.slack.conftest import block_action, signed, slack_settings
+    from tests.adapters.slack.standin import SlackStandIn
 
     lines: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -174,13 +173,7 @@ async def _run() -> list[str]:
         surface = mount_slack(
             web_app,
             service,
-            settings=SlackSettings(
-                bot_token=SecretStr("xoxb-test"),
-                signing_secret=SecretStr(SECRET),
-                approvers_channel=APPROVERS,
-                security_channel=SECURITY,
-                workspace_id=TEAM,
-            ),
+            settings=slack_settings(),
             client=client,
             outbox=worker,
         )

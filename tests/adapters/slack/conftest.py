@@ -109,6 +109,18 @@ class Rig:
         return total
 
 
+def slack_settings(**changes: Any) -> SlackSettings:
+    """The tests' Slack settings: their bot token, signing secret, channels and team."""
+    return SlackSettings(
+        bot_token=SecretStr("xoxb-test"),
+        signing_secret=SecretStr(SECRET),
+        approvers_channel=APPROVERS,
+        security_channel=SECURITY,
+        workspace_id=TEAM,
+        **changes,
+    )
+
+
 def signed(body: str, *, secret: str = SECRET, timestamp: int | None = None) -> dict[str, str]:
     ts = str(int(time.time()) if timestamp is None else timestamp)
     signature = SignatureVerifier(secret).generate_signature(timestamp=ts, body=body)
@@ -190,14 +202,7 @@ async def make_rig(tmp_path: Path, **slack: Any) -> AsyncIterator[Rig]:
     surface = mount_slack(
         web_app,
         application.service,
-        settings=SlackSettings(
-            bot_token=SecretStr("xoxb-test"),
-            signing_secret=SecretStr(SECRET),
-            approvers_channel=APPROVERS,
-            security_channel=SECURITY,
-            workspace_id=TEAM,
-            **slack,
-        ),
+        settings=slack_settings(**slack),
         client=client,
         outbox=worker,
     )

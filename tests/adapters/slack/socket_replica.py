@@ -21,11 +21,11 @@ from aiohttp import web
 from pydantic import SecretStr
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.slack import SlackSettings, mount_slack
+from adapters.slack import mount_slack
 from bot import demo
 from bot.bootstrap import build
-from tests.adapters.slack.conftest import APPROVERS, SECRET, SECURITY
-from tests.adapters.slack.standin import APP_TOKEN, TEAM
+from tests.adapters.slack.conftest import slack_settings
+from tests.adapters.slack.standin import APP_TOKEN
 
 
 async def serve(data_dir: Path, database_url: str, slack_url: str) -> None:
@@ -36,15 +36,8 @@ async def serve(data_dir: Path, database_url: str, slack_url: str) -> None:
         mount_slack(
             web_app,
             application.service,
-            settings=SlackSettings(
-                bot_token=SecretStr("xoxb-test"),
-                signing_secret=SecretStr(SECRET),
-                approvers_channel=APPROVERS,
-                security_channel=SECURITY,
-                workspace_id=TEAM,
-                socket_mode=True,
-                app_token=SecretStr(APP_TOKEN),
-                min_interval_seconds=0,
+            settings=slack_settings(
+                socket_mode=True, app_token=SecretStr(APP_TOKEN), min_interval_seconds=0
             ),
             client=AsyncWebClient(token="xoxb-test", base_url=f"{slack_url}/api/"),
         )

@@ -299,13 +299,11 @@ async def test_keyturn_starts_while_slack_cannot_be_reached_and_bolt_stays_lazy(
 
     from aiohttp import web
     from aiohttp.test_utils import TestClient, TestServer
-    from pydantic import SecretStr
     from slack_sdk.web.async_client import AsyncWebClient
 
-    from adapters.slack import SlackSettings, mount_slack
+    from adapters.slack import mount_slack
     from adapters.slack.mount import warm_authorization
-    from tests.adapters.slack.conftest import SECRET
-    from tests.adapters.slack.standin import TEAM
+    from tests.adapters.slack.conftest import slack_settings
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -315,13 +313,7 @@ async def test_keyturn_starts_while_slack_cannot_be_reached_and_bolt_stays_lazy(
     surface = mount_slack(
         web_app,
         rig.app.service,
-        settings=SlackSettings(
-            bot_token=SecretStr("xoxb-test"),
-            signing_secret=SecretStr(SECRET),
-            approvers_channel=APPROVERS,
-            security_channel=SECURITY,
-            workspace_id=TEAM,
-        ),
+        settings=slack_settings(),
         client=client,
     )
     assert await warm_authorization(surface.app) is False

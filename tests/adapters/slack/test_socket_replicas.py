@@ -17,7 +17,6 @@ loudly, elsewhere (the store tests' rule).
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import subprocess
 import sys
@@ -37,7 +36,7 @@ from bot import demo
 from bot.bootstrap import App, build
 from tests.adapters.slack.conftest import APPROVERS
 from tests.adapters.slack.standin import TEAM, SlackStandIn
-from tests.adapters.store.targets import PG_URL, pg_conninfo
+from tests.adapters.store.targets import PG_URL, pg_conninfo, require_postgres
 
 pytestmark = pytest.mark.asyncio
 
@@ -49,16 +48,7 @@ RETRIED = 4
 @pytest.fixture
 def postgres_database() -> Iterator[str]:
     """A fresh PostgreSQL database for this test, dropped afterwards."""
-    try:
-        psycopg.connect(pg_conninfo(), connect_timeout=3).close()
-    except psycopg.Error as e:
-        where = make_url(PG_URL).render_as_string(hide_password=True)
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL at {where} is unreachable and CI=true: {e}")
-        pytest.skip(
-            f"!!! POSTGRESQL SOCKET MODE TEST SKIPPED: {where} is unreachable ({e}). Start "
-            "PostgreSQL or set KEYTURN_TEST_POSTGRES_URL; under CI=true this fails."
-        )
+    require_postgres("SOCKET MODE TEST")
     name = f"kt_slack_{secrets.token_hex(4)}"
     with psycopg.connect(pg_conninfo(), autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {name}")

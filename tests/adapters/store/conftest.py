@@ -10,32 +10,20 @@ and is skipped, loudly, everywhere else.
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 import pytest_asyncio
-from sqlalchemy.engine import make_url
 
 from adapters.store import SqlStore, sqlite_url
-from tests.adapters.store.targets import PG_URL, PostgresServer, Target, migrate, pg_conninfo
+from tests.adapters.store.targets import PG_URL, PostgresServer, Target, migrate, require_postgres
 
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresServer]:
-    try:
-        psycopg.connect(pg_conninfo(), connect_timeout=3).close()
-    except psycopg.Error as e:
-        where = make_url(PG_URL).render_as_string(hide_password=True)
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL at {where} is unreachable and CI=true: {e}")
-        pytest.skip(
-            f"!!! POSTGRESQL STORE TESTS SKIPPED: {where} is unreachable ({e}). Start "
-            "PostgreSQL or set KEYTURN_TEST_POSTGRES_URL; under CI=true this fails."
-        )
+    require_postgres("STORE TESTS")
     server = PostgresServer(PG_URL, secrets.token_hex(4))
     try:
         yield server

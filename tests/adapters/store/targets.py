@@ -24,6 +24,25 @@ def pg_conninfo(url: str = PG_URL) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+def require_postgres(what: str) -> None:
+    """Return if PostgreSQL answers; otherwise fail under ``CI=true``, else skip loudly.
+
+    ``what`` names what is skipped ("STORE TESTS", …) in the skip line.
+    """
+    import pytest
+
+    try:
+        psycopg.connect(pg_conninfo(), connect_timeout=3).close()
+    except psycopg.Error as e:
+        where = make_url(PG_URL).render_as_string(hide_password=True)
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL at {where} is unreachable and CI=true: {e}")
+        pytest.skip(
+            f"!!! POSTGRESQL {what} SKIPPED: {where} is unreachable ({e}). Start "
+            "PostgreSQL or set KEYTURN_TEST_POSTGRES_URL; under CI=true this fails."
+        )
+
+
 @dataclass(frozen=True)
 class Target:
     """Where a store lives; picklable, so writer processes can open their own."""

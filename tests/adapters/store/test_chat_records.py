@@ -58,7 +58,12 @@ async def test_only_a_stored_policy_can_be_activated(store: SqlStore) -> None:
 async def test_message_refs_find_every_card_of_a_request(store: SqlStore) -> None:
     slack = MessageRef("slack", "C123", "1737368400.000100", "card", NOW, request_id="r1")
     teams = MessageRef(
-        "teams", "19:abc@thread.v2", "1737368400123", "card", NOW, request_id="r1",
+        "teams",
+        "19:abc@thread.v2",
+        "1737368400123",
+        "card",
+        NOW,
+        request_id="r1",
         extra={"service_url": "https://smba.trafficmanager.net/emea/"},
     )
     feed = MessageRef("slack", "C999", "1737368400.000200", "feed", NOW)

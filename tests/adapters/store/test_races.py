@@ -164,4 +164,3 @@ async def _check_log(target: Target, expected: dict[bytes, int]) -> None:
         assert (await verify_log(store)).size == len(expected)
     finally:
         await store.close()
-

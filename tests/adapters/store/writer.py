@@ -88,9 +88,7 @@ async def _consume(
         await store.close()
 
 
-def append_worker(
-    target: Target, name: str, count: int, barrier: Barrier, out: Queue[Any]
-) -> None:
+def append_worker(target: Target, name: str, count: int, barrier: Barrier, out: Queue[Any]) -> None:
     """Append ``count`` entries, one unit of work each; report the indexes received."""
     out.put(asyncio.run(_append(target, name, count, barrier)))
 
