@@ -33,14 +33,6 @@ class JobRecord:
     created_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class JobStep:
-    route: str
-    plan_hash: str | None
-    gated: bool
-    at: datetime
-
-
 class SqlAgentRepository(Repository):
     __slots__ = ()
 
@@ -145,13 +137,27 @@ class SqlJobRepository(Repository):
         }
         await self._write(t.job_steps.insert(), row, doing="recording the job step")
 
-    async def steps(self, job_id: str) -> list[JobStep]:
+    async def routes(self, job_id: str) -> frozenset[str]:
+        """The routes the job has run so far (each once, however long the job)."""
         c = t.job_steps.c
         result = await self._execute(
-            select(c.route, c.plan_hash, c.gated, c.at).where(c.job_id == job_id).order_by(c.id),
-            doing="reading the job's steps",
+            select(c.route).where(c.job_id == job_id).distinct(),
+            doing="reading the job's routes",
         )
-        return [JobStep(r.route, r.plan_hash, bool(r.gated), r.at) for r in result]
+        return frozenset(result.scalars())
+
+    async def last_gated_plan(self, job_id: str) -> str | None:
+        """The plan hash of the job's latest gated step that declared one."""
+        c = t.job_steps.c
+        result = await self._execute(
+            select(c.plan_hash)
+            .where(c.job_id == job_id, c.gated.is_(True), c.plan_hash.is_not(None))
+            .order_by(c.id.desc())
+            .limit(1),
+            doing="reading the job's approved plan",
+        )
+        plan: str | None = result.scalar()
+        return plan
 
     async def index_receipt(self, request_id: str, log_index: int, kind: str) -> None:
         row = {"request_id": request_id, "log_index": log_index, "kind": kind}

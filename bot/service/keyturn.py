@@ -307,13 +307,13 @@ class Keyturn:
             job = await uow.jobs.get(job_id)
             if job is None or job.agent_did != token.sub:
                 raise TokenError("TOKEN_JOB_MISMATCH", "this token does not belong to that job")
-            steps = await uow.jobs.steps(job_id)
+            prior_routes = await uow.jobs.routes(job_id)
             call = ToolCall(
                 route=tool_route,
                 params=params,
                 requester=token.sub,
                 context=dict(context or {}),
-                prior_routes=frozenset(s.route for s in steps),
+                prior_routes=prior_routes,
                 plan_hash=plan_hash,
             )
             decision = policy.evaluate(call)
@@ -447,11 +447,19 @@ class Keyturn:
                 if status.state != "pending" or remaining <= 0:
                     return status
                 self._watch.ensure_running()
-                try:
-                    await asyncio.wait_for(waiter.wait(), timeout=remaining)
-                except TimeoutError:
-                    # A fresh, verified answer, not the one from the start of the wait.
-                    return await self._status_once(cst, request_id)
+                while True:
+                    try:
+                        await asyncio.wait_for(waiter.wait(), timeout=remaining)
+                    except TimeoutError:
+                        # A fresh, verified answer, not the one from the start of the wait.
+                        return await self._status_once(cst, request_id)
+                    if waiter.state != str(RequestState.PENDING):
+                        break
+                    # A decision that leaves the request pending changes nothing this
+                    # poll answers with: wait on without reading. Clearing in the same
+                    # step as the check loses no wake (the waiter stays registered).
+                    waiter.clear()
+                    remaining = deadline - loop.time()
                 approved = waiter.state == str(RequestState.APPROVED)
             finally:
                 self.rt.hub.forget(request_id, waiter)
@@ -884,13 +892,13 @@ class Keyturn:
         claimed_job = _unverified_grant_field(grant, "job_id")
         async with self.rt.store.unit_of_work() as uow:
             policy = await self._active(uow, now)
-            steps = await uow.jobs.steps(claimed_job) if claimed_job else []
+            prior_routes = await uow.jobs.routes(claimed_job) if claimed_job else frozenset()
             ctx = self._gate_context(policy)
             passed = admit(
                 ctx,
                 grant=grant,
                 cst=cst,
-                call=_gate_call(tool_route, params, plan_hash, context, steps),
+                call=_gate_call(tool_route, params, plan_hash, context, prior_routes),
                 now=now,
             )
             if await uow.tokens.is_revoked(passed.token.token_hash_hex):
@@ -989,16 +997,15 @@ class Keyturn:
         now = self.rt.clock.now()
         async with self.rt.store.unit_of_work() as uow:
             policy = await self._active(uow, now)
-            steps = await uow.jobs.steps(job_id)
-            approved_plans = [s.plan_hash for s in steps if s.gated and s.plan_hash]
+            prior_routes = await uow.jobs.routes(job_id)
             ctx = self._gate_context(policy)
             token = admit_ungated(
                 ctx,
                 cst=cst,
-                call=_gate_call(tool_route, params, plan_hash, context, steps),
+                call=_gate_call(tool_route, params, plan_hash, context, prior_routes),
                 job_id=job_id,
                 now=now,
-                approved_plan_hash=approved_plans[-1] if approved_plans else None,
+                approved_plan_hash=await uow.jobs.last_gated_plan(job_id),
             )
             if await uow.tokens.is_revoked(token.token_hash_hex):
                 raise GateDeniedError("TOKEN_REVOKED", "this token has been revoked")
@@ -1316,7 +1323,7 @@ def _gate_call(
     params: Mapping[str, Any],
     plan_hash: str | None,
     context: Mapping[str, Any] | None,
-    steps: Sequence[Any],
+    prior_routes: frozenset[str],
 ) -> GateCall:
     """The call about to run, with the routes the job already completed (simulate-first)."""
     return GateCall(
@@ -1324,7 +1331,7 @@ def _gate_call(
         params,
         plan_hash=plan_hash,
         context=dict(context or {}),
-        prior_routes=frozenset(s.route for s in steps),
+        prior_routes=prior_routes,
     )
 
 

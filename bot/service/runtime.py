@@ -70,7 +70,9 @@ class Hub:
                 log.exception("event listener failed for %s", event.kind)
 
     def waiter(self, request_id: str) -> Waiter:
-        """An event set the next time ``request_id`` changes in this process."""
+        """An event set each time ``request_id`` changes in this process, until
+        :meth:`forget`: the waiter stays registered across wakes, so one that is
+        cleared to wait again misses no change."""
         waiter = Waiter()
         self._waiters.setdefault(request_id, set()).add(waiter)
         return waiter
@@ -88,7 +90,7 @@ class Hub:
 
     def wake(self, request_id: str, state: object = None) -> None:
         """Wake everyone waiting on ``request_id`` (``state``: its new state, if known)."""
-        for waiter in self._waiters.pop(request_id, set()):
+        for waiter in self._waiters.get(request_id, ()):
             waiter.wake(state)
 
 
