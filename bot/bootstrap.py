@@ -29,6 +29,7 @@ from bot.service.evidence import Evidence
 from bot.service.execution import Executions, install
 from bot.service.reconcile import Reconciler
 from bot.service.runtime import Runtime, SystemClock
+from bot.service.seal_checks import SealChecks
 from bot.settings import KeyturnSettings
 from core.errors import ConfigError, KeyturnError
 from core.executor import Executor, ExecutorRegistry, RetryPolicy
@@ -119,7 +120,12 @@ async def build(
             checkpoint_interval=timedelta(seconds=settings.log.checkpoint_every_seconds),
         )
         await evidence.start(clock.now())
-        service = Keyturn(runtime, evidence, trusted_issuers=settings.trusted_policy_issuers)
+        service = Keyturn(
+            runtime,
+            evidence,
+            trusted_issuers=settings.trusted_policy_issuers,
+            seal_checks=SealChecks(processes=settings.sealing.processes),
+        )
         if settings.policy_file is not None and not await _has_policy(store):
             # Only the first policy is installed from the file; later ones are proposed
             # and approved, so the file no longer decides once a change went through.

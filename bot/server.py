@@ -75,6 +75,7 @@ def build_web_app(
     )
 
     async def background(_: web.Application) -> AsyncIterator[None]:
+        await app.service.seal_checks.start()  # spawned now, not at the first seal
         tasks = [asyncio.create_task(scheduler(app.service))]
         if app.reconciler is not None:
             tasks.append(asyncio.create_task(reconcile_forever(app.reconciler)))

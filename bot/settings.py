@@ -62,6 +62,15 @@ class LogSettings(BaseModel):
         return value
 
 
+class SealingSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    #: Helper processes that run each proof bundle's self-check before it is sealed,
+    #: off the event loop (bot/service/seal_checks.py); 0 runs the checks in the
+    #: server process.
+    processes: int = Field(default=1, ge=0, le=8)
+
+
 class TokenSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -202,6 +211,7 @@ class KeyturnSettings(BaseSettings):
     directory_file: Path | None = None
     server: ServerSettings = Field(default_factory=ServerSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    sealing: SealingSettings = Field(default_factory=SealingSettings)
     tokens: TokenSettings = Field(default_factory=TokenSettings)
     #: Slack surface (adapters/slack); off unless configured.
     slack: SlackSettings | None = None

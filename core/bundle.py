@@ -31,13 +31,13 @@ from core.bundle_format import BUNDLE_TYPE, BUNDLE_VERSION, bundle_bytes, parse_
 from core.bundle_summary import summarize
 from core.bundle_verify import BundleReport, verify_bundle, verify_contents
 from core.checkpoint import Checkpoint
-from core.envelope import sign_envelope
+from core.envelope import PreparedEnvelope, prepare_envelope, sign_prepared
 from core.errors import BundleError
 from core.grants import Grant
 from core.ports import Signer
 from core.receipts import json_copy
 from core.requests import ApprovalRequest
-from core.times import to_iso, truncate_ms
+from core.times import parse_iso, to_iso, truncate_ms
 
 __all__ = [
     "BUNDLE_TYPE",
@@ -45,8 +45,11 @@ __all__ = [
     "InclusionProofs",
     "bundle_bytes",
     "bundle_payload",
+    "checked_bundle",
     "parse_bundle",
     "seal_bundle",
+    "sign_bundle",
+    "unsealed_bundle",
     "verify_bundle",
 ]
 
@@ -152,6 +155,10 @@ def seal_bundle(
 ) -> dict[str, Any]:
     """Seal the proof bundle of a finished request.
 
+    Three steps, each a function of its own so a service can run the middle one (the
+    costly checks, plain data only) in another process: :func:`unsealed_bundle`,
+    :func:`checked_bundle`, :func:`sign_bundle`.
+
     Args:
         request: the request in its final state.
         wpc: the signed WPC envelope the request was decided under.
@@ -175,28 +182,91 @@ def seal_bundle(
             :func:`bundle_payload`, or any refusal of the verifier's content checks
             (the bundle would not verify, so it is not sealed).
     """
-    if not request.is_final():
-        raise BundleError("BUNDLE_REQUEST_NOT_FINAL", f"request is {request.state}, not final")
-    sealed_at = truncate_ms(now)
-    payload = bundle_payload(
+    payload = unsealed_bundle(
         request,
         wpc=wpc,
         receipts=receipts,
         proofs=proofs,
         checkpoint=checkpoint,
         bundle_id=bundle_id,
-        sealed_at=sealed_at,
+        now=now,
         grant=grant,
         cst_scope_hash_b64u=cst_scope_hash_b64u,
     )
+    checked = checked_bundle(
+        payload, signer_did=signer.did, trusted_policy_issuers=trusted_policy_issuers
+    )
+    return sign_bundle(checked, signer)
+
+
+def unsealed_bundle(
+    request: ApprovalRequest,
+    *,
+    wpc: Mapping[str, Any],
+    receipts: Sequence[tuple[int, Mapping[str, Any]]],
+    proofs: InclusionProofs,
+    checkpoint: Checkpoint,
+    bundle_id: str,
+    now: datetime,
+    grant: Grant | None = None,
+    cst_scope_hash_b64u: str | None = None,
+) -> dict[str, Any]:
+    """Step one of :func:`seal_bundle`: the payload to check and sign, sealed at ``now``
+    (to the millisecond), for a request in a final state.
+
+    Raises:
+        BundleError: ``BUNDLE_REQUEST_NOT_FINAL``, the refusals of :func:`bundle_payload`.
+    """
+    if not request.is_final():
+        raise BundleError("BUNDLE_REQUEST_NOT_FINAL", f"request is {request.state}, not final")
+    return bundle_payload(
+        request,
+        wpc=wpc,
+        receipts=receipts,
+        proofs=proofs,
+        checkpoint=checkpoint,
+        bundle_id=bundle_id,
+        sealed_at=truncate_ms(now),
+        grant=grant,
+        cst_scope_hash_b64u=cst_scope_hash_b64u,
+    )
+
+
+def checked_bundle(
+    payload: Mapping[str, Any],
+    *,
+    signer_did: str,
+    trusted_policy_issuers: Collection[str] | None = None,
+) -> PreparedEnvelope:
+    """Step two of :func:`seal_bundle`: run the verifier's content checks on an unsealed
+    payload (as of its ``sealed_at``), add the summary, and encode and hash the result
+    for signing.
+
+    Plain data in, plain data out, no key: the costly part of sealing, which may run in
+    another process.
+
+    Raises:
+        BundleError: any refusal of the content checks (the bundle would not verify).
+    """
     evidence, _, _ = verify_contents(
         payload,
-        signer_did=signer.did,
+        signer_did=signer_did,
         trusted_policy_issuers=trusted_policy_issuers,
-        now=sealed_at,
+        now=parse_iso(payload["sealed_at"]),
     )
-    payload["summary"] = summarize(evidence)
-    return sign_envelope(BUNDLE_TYPE, payload, signer, issued_at=sealed_at)
+    return prepare_envelope(BUNDLE_TYPE, {**payload, "summary": summarize(evidence)})
+
+
+def sign_bundle(checked: PreparedEnvelope, signer: Signer) -> dict[str, Any]:
+    """Step three of :func:`seal_bundle`: sign the checked bundle, issued when sealed.
+
+    Raises:
+        BundleError: ``BUNDLE_MALFORMED`` for anything but a bundle.
+    """
+    if checked.envelope_type != BUNDLE_TYPE:
+        raise BundleError("BUNDLE_MALFORMED", f"not a bundle: {checked.envelope_type}")
+    sealed_at = parse_iso(checked.payload["sealed_at"])
+    return sign_prepared(checked, signer, issued_at=sealed_at)
 
 
 def _logged_scope(receipts: Sequence[tuple[int, Mapping[str, Any]]]) -> str | None:

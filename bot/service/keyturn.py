@@ -24,6 +24,7 @@ from typing import Any, ParamSpec, TypeVar
 from adapters.store import SqlUnitOfWork
 from bot.service.evidence import Evidence, Recorded
 from bot.service.runtime import Event, PendingWatch, Runtime, new_id
+from bot.service.seal_checks import SealChecks
 from core import receipt_events as events
 from core.canonical import b64u_decode, b64u_encode, digests_equal
 from core.cards import Card, build_card
@@ -106,10 +107,19 @@ class RequestView:
 class Keyturn:
     """The application service."""
 
-    def __init__(self, runtime: Runtime, evidence: Evidence, *, trusted_issuers: Sequence[str]):
+    def __init__(
+        self,
+        runtime: Runtime,
+        evidence: Evidence,
+        *,
+        trusted_issuers: Sequence[str],
+        seal_checks: SealChecks | None = None,
+    ):
         self.rt = runtime
         self.evidence = evidence
         self.trusted_issuers = tuple(trusted_issuers)
+        #: Where each bundle's self-check runs before it is sealed (default: here).
+        self.seal_checks = seal_checks or SealChecks(processes=0)
         self._policies: dict[str, Policy] = {}
         # request id → when approvers were last reminded (in this process only).
         self._reminded: dict[str, datetime] = {}
@@ -124,6 +134,7 @@ class Keyturn:
     async def close(self) -> None:
         """Stop the background work this service started (before the store closes)."""
         await self._watch.stop()
+        await self.seal_checks.close()
 
     # ------------------------------------------------------------------ policies
 

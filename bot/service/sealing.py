@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from adapters.store import SqlUnitOfWork
 from bot.service.runtime import new_id
 from core import receipt_events as events
-from core.bundle import seal_bundle
+from core.bundle import sign_bundle, unsealed_bundle
 from core.errors import BundleError, KeyturnError
 from core.requests import RequestState
 
@@ -86,19 +86,25 @@ async def _gather(
     return _Evidence(view, wpc, receipts)
 
 
-def _seal(kt: Keyturn, evidence: _Evidence, checkpoint: Any, now: datetime) -> dict[str, Any]:
-    return seal_bundle(
+async def _seal(kt: Keyturn, evidence: _Evidence, checkpoint: Any, now: datetime) -> dict[str, Any]:
+    """:func:`core.bundle.seal_bundle` in its three steps, the checks where
+    ``kt.seal_checks`` runs them (a helper process by default)."""
+    payload = unsealed_bundle(
         evidence.view.request,
         wpc=evidence.wpc,
         receipts=evidence.receipts,
         proofs=kt.evidence.proofs,
         checkpoint=checkpoint,
-        signer=kt.rt.signer,
         bundle_id=new_id("b"),
         now=now,
         grant=evidence.view.grant,
+    )
+    checked = await kt.seal_checks.check(
+        payload,
+        signer_did=kt.rt.signer.did,
         trusted_policy_issuers=kt.trusted_issuers or None,
     )
+    return sign_bundle(checked, kt.rt.signer)
 
 
 async def seal_request(kt: Keyturn, request_id: str) -> Mapping[str, Any]:
@@ -114,7 +120,7 @@ async def seal_request(kt: Keyturn, request_id: str) -> Mapping[str, Any]:
     if not isinstance(found, _Evidence):
         return found
     checkpoint = await kt.evidence.checkpoint_covering(now, found.covers)
-    bundle = _seal(kt, found, checkpoint, now)
+    bundle = await _seal(kt, found, checkpoint, now)
     async with kt.rt.store.unit_of_work() as uow:
         if not await uow.jobs.save_bundle(request_id, bundle, at=now):
             stored = await uow.jobs.bundle(request_id)
@@ -165,11 +171,11 @@ async def seal_requests(kt: Keyturn, request_ids: Sequence[str]) -> list[str]:
     sealed: list[tuple[str, _Evidence, dict[str, Any]]] = []
     for request_id, evidence in todo:
         try:
-            sealed.append((request_id, evidence, _seal(kt, evidence, checkpoint, now)))
+            sealed.append((request_id, evidence, await _seal(kt, evidence, checkpoint, now)))
         except Exception:
             log.exception("sealing %s failed; it will be sealed on demand", request_id)
-        # Each seal is milliseconds of CPU on the event loop: pause between them so the
-        # requests that arrived meanwhile run before the next one (sealing can wait).
+        # Building and signing a bundle is still CPU on the event loop: pause between
+        # them so the requests that arrived meanwhile run first (sealing can wait).
         await asyncio.sleep(_PAUSE_BETWEEN_SEALS)
     for start in range(0, len(sealed), _BUNDLES_PER_COMMIT):
         if start:
