@@ -31,7 +31,7 @@ from core.bundle_format import BUNDLE_TYPE, BUNDLE_VERSION, bundle_bytes, parse_
 from core.bundle_summary import summarize
 from core.bundle_verify import BundleReport, verify_bundle, verify_contents
 from core.checkpoint import Checkpoint
-from core.envelope import PreparedEnvelope, prepare_envelope, sign_prepared
+from core.envelope import encode_payload, sign_encoded
 from core.errors import BundleError
 from core.grants import Grant
 from core.ports import Signer
@@ -196,7 +196,7 @@ def seal_bundle(
     checked = checked_bundle(
         payload, signer_did=signer.did, trusted_policy_issuers=trusted_policy_issuers
     )
-    return sign_bundle(checked, signer)
+    return sign_bundle(checked, signer, sealed_at=payload["sealed_at"])
 
 
 def unsealed_bundle(
@@ -237,12 +237,12 @@ def checked_bundle(
     *,
     signer_did: str,
     trusted_policy_issuers: Collection[str] | None = None,
-) -> PreparedEnvelope:
+) -> bytes:
     """Step two of :func:`seal_bundle`: run the verifier's content checks on an unsealed
-    payload (as of its ``sealed_at``), add the summary, and encode and hash the result
-    for signing.
+    payload (as of its ``sealed_at``), add the summary, and encode the result: the exact
+    bytes the bundle's signature will cover.
 
-    Plain data in, plain data out, no key: the costly part of sealing, which may run in
+    Plain data in, bytes out, no key: the costly part of sealing, which may run in
     another process.
 
     Raises:
@@ -254,19 +254,17 @@ def checked_bundle(
         trusted_policy_issuers=trusted_policy_issuers,
         now=parse_iso(payload["sealed_at"]),
     )
-    return prepare_envelope(BUNDLE_TYPE, {**payload, "summary": summarize(evidence)})
+    return encode_payload(BUNDLE_TYPE, {**payload, "summary": summarize(evidence)})
 
 
-def sign_bundle(checked: PreparedEnvelope, signer: Signer) -> dict[str, Any]:
-    """Step three of :func:`seal_bundle`: sign the checked bundle, issued when sealed.
+def sign_bundle(checked: bytes, signer: Signer, *, sealed_at: str) -> dict[str, Any]:
+    """Step three of :func:`seal_bundle`: hash and sign the checked bundle's bytes,
+    issued at ``sealed_at`` (the unsealed payload's, which the bytes carry too).
 
     Raises:
-        BundleError: ``BUNDLE_MALFORMED`` for anything but a bundle.
+        EnvelopeError: ``MALFORMED_ENVELOPE`` when the bytes are not a JSON object.
     """
-    if checked.envelope_type != BUNDLE_TYPE:
-        raise BundleError("BUNDLE_MALFORMED", f"not a bundle: {checked.envelope_type}")
-    sealed_at = parse_iso(checked.payload["sealed_at"])
-    return sign_prepared(checked, signer, issued_at=sealed_at)
+    return sign_encoded(BUNDLE_TYPE, checked, signer, issued_at=parse_iso(sealed_at))
 
 
 def _logged_scope(receipts: Sequence[tuple[int, Mapping[str, Any]]]) -> str | None:

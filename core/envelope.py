@@ -81,22 +81,14 @@ def sign_envelope(
         EnvelopeError: ``UNKNOWN_ENVELOPE_TYPE`` for a type keyturn does not know.
         CanonicalizationError: the payload has no canonical JSON form.
     """
-    prepared = prepare_envelope(envelope_type, payload)
-    return sign_prepared(prepared, signer, issued_at=issued_at, expires_at=expires_at)
+    encoded = encode_payload(envelope_type, payload)
+    return sign_encoded(envelope_type, encoded, signer, issued_at=issued_at, expires_at=expires_at)
 
 
-@dataclass(frozen=True, slots=True)
-class PreparedEnvelope:
-    """An envelope's payload, encoded and hashed, waiting for its signature: the costly
-    half of :func:`sign_envelope`, plain data that may be made in another process."""
-
-    envelope_type: str
-    payload: dict[str, Any]
-    payload_hash_b64u: str
-
-
-def prepare_envelope(envelope_type: str, payload: Mapping[str, Any]) -> PreparedEnvelope:
-    """Encode and hash ``payload`` for an envelope of ``envelope_type`` (no key needed).
+def encode_payload(envelope_type: str, payload: Mapping[str, Any]) -> bytes:
+    """The bytes an envelope of ``envelope_type`` hashes for ``payload`` (JCS for a WPC,
+    JSON.stringify order otherwise): the costly half of :func:`sign_envelope`, which
+    needs no key.
 
     Raises:
         EnvelopeError: ``UNKNOWN_ENVELOPE_TYPE`` for a type keyturn does not know.
@@ -104,27 +96,41 @@ def prepare_envelope(envelope_type: str, payload: Mapping[str, Any]) -> Prepared
     """
     if envelope_type not in KNOWN_TYPES:
         raise EnvelopeError("UNKNOWN_ENVELOPE_TYPE", f"unknown envelope type {envelope_type!r}")
-    # The payload shipped is decoded from the very bytes that were hashed: a private
-    # copy (a later edit of the caller's dict cannot change what was signed), and
-    # exactly what a verifier re-encodes. Decoding is several times faster than a deep
-    # copy of a bundle-sized payload.
-    encoded = canonical.jcs(payload) if envelope_type == WPC_TYPE else canonical.emission(payload)
-    return PreparedEnvelope(envelope_type, json.loads(encoded), canonical.sha256_b64u(encoded))
+    return canonical.jcs(payload) if envelope_type == WPC_TYPE else canonical.emission(payload)
 
 
-def sign_prepared(
-    prepared: PreparedEnvelope,
+def sign_encoded(
+    envelope_type: str,
+    encoded: bytes,
     signer: Signer,
     *,
     issued_at: datetime,
     expires_at: datetime | None = None,
 ) -> dict[str, Any]:
-    """Sign a :class:`PreparedEnvelope`: the envelope, as :func:`sign_envelope` makes it."""
-    digest = prepared.payload_hash_b64u
+    """Sign an envelope whose payload is ``encoded`` (from :func:`encode_payload`): the
+    hash is taken here, over exactly these bytes.
+
+    Raises:
+        EnvelopeError: ``UNKNOWN_ENVELOPE_TYPE``; ``MALFORMED_ENVELOPE`` when the bytes
+            are not a JSON object.
+    """
+    if envelope_type not in KNOWN_TYPES:
+        raise EnvelopeError("UNKNOWN_ENVELOPE_TYPE", f"unknown envelope type {envelope_type!r}")
+    # The payload shipped is decoded from the very bytes that were hashed: a private
+    # copy (a later edit of the caller's dict cannot change what was signed), and
+    # exactly what a verifier re-encodes. Decoding is several times faster than a deep
+    # copy of a bundle-sized payload.
+    try:
+        shipped = json.loads(encoded)
+    except ValueError as e:
+        raise EnvelopeError("MALFORMED_ENVELOPE", f"the payload is not JSON: {e}") from e
+    if not isinstance(shipped, dict):
+        raise EnvelopeError("MALFORMED_ENVELOPE", "the payload is not a JSON object")
+    digest = canonical.sha256_b64u(encoded)
     envelope: dict[str, Any] = {
         "envelope_version": "1",
-        "envelope_type": prepared.envelope_type,
-        "payload": prepared.payload,
+        "envelope_type": envelope_type,
+        "payload": shipped,
         "payload_hash_b64u": digest,
         "hash_algorithm": "SHA-256",
         "signature_b64u": canonical.b64u_encode(signer.sign(digest.encode("ascii"))),

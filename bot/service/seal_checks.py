@@ -8,55 +8,151 @@ request that arrives meanwhile; in the service load run (``tests/bench/bench_ser
 it was the largest single share of the server's CPU.
 
 With ``[sealing] processes = N`` (the default is 1) the checks run in N helper
-processes, fed plain data (the unsealed payload in; out, the payload with its summary,
-encoded and hashed). No key leaves this process: the signing stays here.
-``processes = 0`` runs the checks on the event loop.
-The helpers are started with ``spawn``, never ``fork``: the server has threads
-(SQLite's, the executor's), and a forked child would inherit their locks mid-use.
+processes (:mod:`bot.seal_helper`), fed plain data: the unsealed payload in; out, the
+payload with its summary, encoded and hashed. No key leaves this process: the signing
+stays here. ``processes = 0`` runs the checks on the event loop.
 
-A helper that dies (killed, out of memory) breaks its pool: the bundle it was checking
-is checked here instead, the broken pool is dropped, and the next bundle starts a new
-one. Nothing is sealed without its checks, wherever they ran.
+The helpers are plain subprocesses (``python -m bot.seal_helper``) on pipes, not a
+``multiprocessing`` pool: a pool's ``fork`` would copy a server that has threads mid-use,
+and its ``spawn`` imports the main script again in every helper, which runs a whole
+server again when that script lacks an ``if __name__ == "__main__":`` guard.
+
+A helper that dies (killed, out of memory), hangs past ``timeout_seconds`` or cannot
+start stops the helpers: the bundle it was checking is checked here instead, and so are
+the next ones until new helpers start (``retry_after_seconds`` later). Nothing is sealed
+without its checks, wherever they ran.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import json
 import logging
-import multiprocessing
 import os
+import sys
 from collections.abc import Collection, Mapping
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import Any
 
+from bot.seal_helper import HEADER_BYTES, json_frame
+from core import errors
 from core.bundle import checked_bundle
-from core.envelope import PreparedEnvelope
+from core.errors import KeyturnError
 
 log = logging.getLogger(__name__)
+
+#: Where ``bot`` is imported from, so a helper imports the same code as the server.
+_SOURCE_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+#: What a helper is asked when it starts: a bundle it must refuse.
+_PROBE = json_frame({"payload": {"sealed_at": ""}, "signer_did": "", "trusted": None})
+
+
+class HelperFailed(Exception):
+    """A helper died, hung, answered out of protocol, or could not start."""
+
+
+class _Helper:
+    """One helper process; one check at a time (the pool hands out idle helpers)."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+
+    @classmethod
+    async def start(cls) -> _Helper:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_SOURCE_ROOT, env.get("PYTHONPATH")) if p)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot.seal_helper",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        return cls(process)
+
+    async def call(self, request: bytes) -> bytes:
+        """The checked bundle's bytes.
+
+        Raises:
+            KeyturnError: the check's refusal, as the helper raised it.
+            HelperFailed: the helper died, broke the protocol or failed unexpectedly.
+        """
+        stdin, stdout = self.process.stdin, self.process.stdout
+        assert stdin is not None and stdout is not None
+        try:
+            stdin.write(request)
+            await stdin.drain()
+            head = json.loads(await _read_frame(stdout))
+            if head.get("ok") is True:
+                return await _read_frame(stdout)
+        except (OSError, ValueError, AttributeError, asyncio.IncompleteReadError) as e:
+            raise HelperFailed(f"helper {self.process.pid}: {type(e).__name__}: {e}") from e
+        refused = head.get("refused")
+        if isinstance(refused, dict):
+            raise _refusal(refused)
+        raise HelperFailed(f"helper {self.process.pid}: {head.get('failed', head)}")
+
+    async def stop(self) -> None:
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
+        await self.process.wait()
+
+
+async def _read_frame(stream: asyncio.StreamReader) -> bytes:
+    size = int.from_bytes(await stream.readexactly(HEADER_BYTES), "big")
+    return await stream.readexactly(size)
+
+
+def _refusal(fields: Mapping[str, Any]) -> KeyturnError:
+    """The helper's refusal as the error it was (a KeyturnError of core's tree)."""
+    kind = getattr(errors, str(fields.get("error")), None)
+    if not (isinstance(kind, type) and issubclass(kind, KeyturnError)):
+        kind = KeyturnError
+    return kind(str(fields.get("reason_code")), str(fields.get("message")))
 
 
 class SealChecks:
     """Runs :func:`core.bundle.checked_bundle` in helper processes, or here (``processes=0``)."""
 
-    def __init__(self, processes: int = 0) -> None:
+    def __init__(
+        self,
+        processes: int = 0,
+        *,
+        timeout_seconds: float = 30.0,
+        retry_after_seconds: float = 60.0,
+    ) -> None:
         if processes < 0:
             raise ValueError("processes must be 0 or more")
         self.processes = processes
-        self._pool: ProcessPoolExecutor | None = None
+        self.timeout_seconds = timeout_seconds
+        self.retry_after_seconds = retry_after_seconds
+        self._helpers: list[_Helper] = []
+        self._idle: asyncio.Queue[_Helper] = asyncio.Queue()
+        self._retry_at = 0.0  # loop time before which no new helpers are started
         self._lock = asyncio.Lock()
 
     @property
     def running(self) -> bool:
-        """Whether helper processes are up (started and not broken since)."""
-        return self._pool is not None
+        """Whether helper processes are up (started and not stopped since)."""
+        return bool(self._helpers)
+
+    @property
+    def pids(self) -> list[int]:
+        """The helpers' process ids."""
+        return [h.process.pid for h in self._helpers]
 
     async def start(self) -> None:
         """Start the helpers now (the server does, at start-up) rather than at the first
-        seal; spawning is done on a worker thread, never on the event loop."""
+        seal; helpers that cannot start are logged, and the checks run here until they
+        can."""
         if self.processes:
-            await self._ensure_pool()
+            await self._ensure_helpers()
 
     async def check(
         self,
@@ -64,61 +160,91 @@ class SealChecks:
         *,
         signer_did: str,
         trusted_policy_issuers: Collection[str] | None = None,
-    ) -> PreparedEnvelope:
-        """An unsealed bundle payload, checked, summarised, encoded and hashed: ready to
+    ) -> bytes:
+        """An unsealed bundle payload, checked, with its summary, encoded: the bytes to
         sign (:func:`core.bundle.sign_bundle`).
 
         Raises:
-            BundleError: the bundle would not verify (raised in the helper, the same
+            BundleError: the bundle would not verify (raised in the helper: the same
                 reason code and message).
         """
-        check = functools.partial(
-            checked_bundle,
-            payload,
-            signer_did=signer_did,
-            trusted_policy_issuers=(
-                None if trusted_policy_issuers is None else list(trusted_policy_issuers)
-            ),
+        trusted = None if trusted_policy_issuers is None else list(trusted_policy_issuers)
+        here = functools.partial(
+            checked_bundle, payload, signer_did=signer_did, trusted_policy_issuers=trusted
         )
-        if not self.processes:
-            return check()
-        pool = await self._ensure_pool()
+        if not self.processes or not await self._ensure_helpers():
+            return here()
         try:
-            return await asyncio.get_running_loop().run_in_executor(pool, check)
-        except BrokenProcessPool:
-            log.warning(
-                "a sealing helper process died; this bundle is checked in the server "
-                "process and the next one starts new helpers"
-            )
-            await self._drop(pool)
-            return check()
+            request = json_frame({"payload": payload, "signer_did": signer_did, "trusted": trusted})
+        except (TypeError, ValueError):
+            return here()  # not JSON: refused here, with the canonicalization's own reason
+        helper = await self._idle.get()
+        try:
+            checked = await asyncio.wait_for(helper.call(request), self.timeout_seconds)
+        except KeyturnError:
+            self._idle.put_nowait(helper)  # a refusal is an answer: the helper is fine
+            raise
+        except (HelperFailed, TimeoutError) as e:
+            what = "did not answer in time" if isinstance(e, TimeoutError) else f"failed ({e})"
+            await self._stop_all(f"a sealing helper process {what}")
+            return here()
+        except BaseException:  # cancelled mid-exchange: the pipe's state is unknown
+            await self._stop_all("a seal was cancelled while its helper was checking it")
+            raise
+        self._idle.put_nowait(helper)
+        return checked
 
     async def close(self) -> None:
-        """Stop the helpers (waiting for them to exit)."""
+        """Stop the helpers."""
         async with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+            helpers, self._helpers = self._helpers, []
+            self._idle = asyncio.Queue()
+        for helper in helpers:
+            await helper.stop()
 
-    async def _ensure_pool(self) -> ProcessPoolExecutor:
+    async def _ensure_helpers(self) -> bool:
+        """True when helpers run (started now if none run and the retry time has come)."""
         async with self._lock:
-            if self._pool is None:
-                pool = ProcessPoolExecutor(
-                    max_workers=self.processes, mp_context=multiprocessing.get_context("spawn")
+            loop = asyncio.get_running_loop()
+            if self._helpers or loop.time() < self._retry_at:
+                return bool(self._helpers)
+            started: list[_Helper] = []
+            try:
+                for _ in range(self.processes):
+                    started.append(await _Helper.start())
+                # One round trip each: an empty payload, refused by a helper that runs.
+                for helper in started:
+                    try:
+                        await asyncio.wait_for(helper.call(_PROBE), self.timeout_seconds)
+                    except KeyturnError:
+                        continue
+                    raise HelperFailed(f"helper {helper.process.pid} accepted an empty bundle")
+            except (HelperFailed, TimeoutError, OSError) as e:
+                self._retry_at = loop.time() + self.retry_after_seconds
+                log.warning(
+                    "sealing helper processes did not start (%s: %s); bundles are checked "
+                    "in the server process, and helpers are tried again in %.0f s",
+                    type(e).__name__,
+                    e,
+                    self.retry_after_seconds,
                 )
-                # Each submit that finds no idle helper spawns one, in the submitting
-                # thread (tens of ms): all of them are spawned here, off the loop.
-                started = await asyncio.to_thread(_spawn_all, pool, self.processes)
-                await asyncio.gather(*(asyncio.wrap_future(f) for f in started))
-                self._pool = pool
-            return self._pool
+                for helper in started:
+                    await helper.stop()
+                return False
+            self._helpers = started
+            for helper in started:
+                self._idle.put_nowait(helper)
+            return True
 
-    async def _drop(self, broken: ProcessPoolExecutor) -> None:
+    async def _stop_all(self, what: str) -> None:
         async with self._lock:
-            if self._pool is broken:
-                self._pool = None
-        await asyncio.to_thread(broken.shutdown, wait=False, cancel_futures=True)
-
-
-def _spawn_all(pool: ProcessPoolExecutor, helpers: int) -> list[Future[int]]:
-    return [pool.submit(os.getpid) for _ in range(helpers)]
+            helpers, self._helpers = self._helpers, []
+            self._idle = asyncio.Queue()
+            self._retry_at = asyncio.get_running_loop().time() + self.retry_after_seconds
+        log.warning(
+            "%s; this bundle is checked in the server process, new helpers are tried in %.0f s",
+            what,
+            self.retry_after_seconds,
+        )
+        for helper in helpers:
+            await helper.stop()

@@ -104,7 +104,7 @@ async def _seal(kt: Keyturn, evidence: _Evidence, checkpoint: Any, now: datetime
         signer_did=kt.rt.signer.did,
         trusted_policy_issuers=kt.trusted_issuers or None,
     )
-    return sign_bundle(checked, kt.rt.signer)
+    return sign_bundle(checked, kt.rt.signer, sealed_at=payload["sealed_at"])
 
 
 async def seal_request(kt: Keyturn, request_id: str) -> Mapping[str, Any]:

@@ -1,15 +1,17 @@
 """A bundle's self-check in a helper process (``[sealing] processes``): the same checks,
-the same bundle, the same refusals as on the event loop, and a helper that dies costs
-no bundle its checks."""
+the same bundle, the same refusals as on the event loop, and a helper that dies, hangs
+or cannot start costs no bundle its checks."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import pickle
 import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +25,7 @@ from core.bundle import (
     unsealed_bundle,
     verify_bundle,
 )
-from core.errors import BundleError, GateDeniedError, KeyturnError
+from core.errors import BundleError
 from tests.core.test_bundle_flow import KEYTURN, WPC, consumed
 from tests.fakes import T0
 
@@ -55,17 +57,25 @@ async def helper() -> AsyncIterator[SealChecks]:
         await checks.close()
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 @pytest.mark.asyncio
 async def test_a_bundle_checked_in_a_helper_is_the_bundle_sealed_on_the_loop(
     helper: SealChecks,
 ) -> None:
-    assert helper.running
+    assert helper.running and helper.pids and os.getpid() not in helper.pids
     payload = _unsealed()
     remote = await helper.check(payload, signer_did=KEYTURN.did)
     here = await SealChecks(processes=0).check(payload, signer_did=KEYTURN.did)
     assert remote == here
-    bundle = sign_bundle(remote, KEYTURN)
-    assert bundle == SEALED
+    bundle = sign_bundle(remote, KEYTURN, sealed_at=payload["sealed_at"])
+    assert bundle == SEALED  # what core.bundle.seal_bundle makes in one call
     report = verify_bundle(
         bundle_bytes(bundle), trusted_keyturn_dids=[KEYTURN.did], now=T0 + timedelta(hours=1)
     )
@@ -73,54 +83,106 @@ async def test_a_bundle_checked_in_a_helper_is_the_bundle_sealed_on_the_loop(
 
 
 @pytest.mark.asyncio
-async def test_a_refusal_in_the_helper_arrives_with_its_code_and_message(
+async def test_a_refusal_in_the_helper_arrives_with_its_class_code_and_message(
     helper: SealChecks,
 ) -> None:
     payload = _unsealed()
     payload["policy"] = {**payload["policy"], "policy_hash_b64u": "A" * 43}
     with pytest.raises(BundleError) as here:
         await SealChecks(processes=0).check(payload, signer_did=KEYTURN.did)
+    pids = helper.pids
     with pytest.raises(BundleError) as remote:
         await helper.check(payload, signer_did=KEYTURN.did)
     assert remote.value.reason_code == here.value.reason_code == "BUNDLE_POLICY_HASH_MISMATCH"
     assert remote.value.message == here.value.message
+    assert helper.pids == pids, "a refusal is an answer: the helper stays"
+    assert await helper.check(_unsealed(), signer_did=KEYTURN.did)
 
 
 @pytest.mark.asyncio
-async def test_a_killed_helper_costs_no_bundle_its_checks(helper: SealChecks) -> None:
-    pool = helper._pool
-    assert pool is not None
-    pid = await asyncio.wrap_future(pool.submit(os.getpid))
-    assert pid != os.getpid()
-    os.kill(pid, signal.SIGKILL)
-    for _ in range(100):  # the pool notices the death on its own thread
-        if getattr(pool, "_broken", False):
-            break
-        await asyncio.sleep(0.05)
-    payload = _unsealed()
-    checked = await helper.check(payload, signer_did=KEYTURN.did)  # checked here instead
+async def test_a_killed_helper_costs_no_bundle_its_checks() -> None:
+    helper = SealChecks(processes=1, retry_after_seconds=0.5)
+    await helper.start()
+    try:
+        [pid] = helper.pids
+        os.kill(pid, signal.SIGKILL)
+        payload = _unsealed()
+        checked = await helper.check(payload, signer_did=KEYTURN.did)  # checked here instead
+        assert not helper.running
+        assert sign_bundle(checked, KEYTURN, sealed_at=payload["sealed_at"]) == SEALED
+        tampered = {**payload, "policy": {**payload["policy"], "policy_hash_b64u": "A" * 43}}
+        with pytest.raises(BundleError):  # still every check, wherever it runs
+            await helper.check(tampered, signer_did=KEYTURN.did)
+        assert not helper.running, "no new helper before the retry time"
+        await asyncio.sleep(0.6)
+        assert await helper.check(payload, signer_did=KEYTURN.did) == checked
+        assert helper.running and helper.pids != [pid], "new helpers once it is time"
+    finally:
+        await helper.close()
     assert not helper.running
-    assert sign_bundle(checked, KEYTURN) == SEALED
-    tampered = {**payload, "policy": {**payload["policy"], "policy_hash_b64u": "A" * 43}}
-    with pytest.raises(BundleError):  # still every check, wherever it runs
-        await helper.check(tampered, signer_did=KEYTURN.did)
-    assert helper.running, "the next bundle starts a new helper"
-    assert await helper.check(payload, signer_did=KEYTURN.did) == checked
 
 
-@pytest.mark.parametrize(
-    "error",
-    [
-        BundleError("BUNDLE_RECEIPT_INVALID", "receipt #3: SIGNATURE_INVALID: bad"),
-        GateDeniedError("PAYLOAD_HASH_MISMATCH", "the call's arguments changed"),
-        KeyturnError(),
-    ],
-)
-def test_errors_cross_a_process_boundary_whole(error: KeyturnError) -> None:
-    back = pickle.loads(pickle.dumps(error))
-    assert type(back) is type(error)
-    assert (back.reason_code, back.message, str(back)) == (
-        error.reason_code,
-        error.message,
-        str(error),
+@pytest.mark.asyncio
+async def test_a_helper_that_does_not_answer_in_time_is_stopped() -> None:
+    helper = SealChecks(processes=1, retry_after_seconds=60.0)
+    await helper.start()
+    try:
+        [pid] = helper.pids
+        os.kill(pid, signal.SIGSTOP)  # alive, but never answers
+        helper.timeout_seconds = 0.2
+        payload = _unsealed()
+        checked = await helper.check(payload, signer_did=KEYTURN.did)
+        assert sign_bundle(checked, KEYTURN, sealed_at=payload["sealed_at"]) == SEALED
+        assert not helper.running
+        assert not _alive(pid), "the stuck helper is killed"
+    finally:
+        await helper.close()
+
+
+@pytest.mark.asyncio
+async def test_helpers_that_cannot_start_leave_the_checks_here(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python3")
+    helper = SealChecks(processes=1)
+    await helper.start()
+    assert not helper.running
+    assert "sealing helper processes did not start" in caplog.text
+    payload = _unsealed()
+    checked = await helper.check(payload, signer_did=KEYTURN.did)
+    assert sign_bundle(checked, KEYTURN, sealed_at=payload["sealed_at"]) == SEALED
+    await helper.close()
+
+
+UNGUARDED_SCRIPT = """
+import asyncio, sys
+sys.path.insert(0, {root!r})
+from bot.service.seal_checks import SealChecks
+from tests.bot.test_seal_checks import KEYTURN, SEALED, _unsealed
+from core.bundle import sign_bundle
+
+async def main():
+    checks = SealChecks(processes=1)
+    await checks.start()
+    payload = _unsealed()
+    checked = await checks.check(payload, signer_did=KEYTURN.did)
+    helpers = checks.running
+    await checks.close()
+    sealed = sign_bundle(checked, KEYTURN, sealed_at=payload["sealed_at"]) == SEALED
+    print(__name__, "SEALED", sealed, "HELPERS", helpers, flush=True)
+
+asyncio.run(main())  # no `if __name__ == "__main__":` guard
+"""
+
+
+def test_a_script_without_a_main_guard_runs_once_with_helpers(tmp_path: Path) -> None:
+    """Helpers are not multiprocessing children: nothing imports the main script again
+    (a spawned child would, and run it a second time without a guard)."""
+    script = tmp_path / "unguarded.py"
+    root = str(Path(__file__).resolve().parents[2])
+    script.write_text(UNGUARDED_SCRIPT.format(root=root))
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path
     )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == ["__main__ SEALED True HELPERS True"], done.stderr
