@@ -121,6 +121,7 @@ class Keyturn:
         #: Where each bundle's self-check runs before it is sealed (default: here).
         self.seal_checks = seal_checks or SealChecks(processes=0)
         self._policies: dict[str, Policy] = {}
+        self._wpc_documents: dict[str, Mapping[str, Any]] = {}
         # request id → when approvers were last reminded (in this process only).
         self._reminded: dict[str, datetime] = {}
         # pending request id → its shortest reminder interval in seconds (0: none), so
@@ -151,6 +152,15 @@ class Keyturn:
             return cached
         stored = await uow.policies.get(policy_hash)
         return self._load(stored.document, now)
+
+    async def wpc_document(self, uow: SqlUnitOfWork, policy_hash: str) -> Mapping[str, Any]:
+        """The stored WPC envelope of ``policy_hash``, read once per process: a policy
+        is stored by its hash and never changes (callers copy before changing it)."""
+        document = self._wpc_documents.get(policy_hash)
+        if document is None:
+            document = (await uow.policies.get(policy_hash)).document
+            self._wpc_documents[policy_hash] = document
+        return document
 
     async def _active(self, uow: SqlUnitOfWork, now: datetime) -> Policy:
         active_hash = await uow.policies.active_hash()

@@ -21,10 +21,11 @@ from bot.service.runtime import new_id
 from core import receipt_events as events
 from core.bundle import sign_bundle, unsealed_bundle
 from core.errors import BundleError, KeyturnError
-from core.requests import RequestState
+from core.grants import Grant
+from core.requests import ApprovalRequest, RequestState
 
 if TYPE_CHECKING:
-    from bot.service.keyturn import Keyturn, RequestView
+    from bot.service.keyturn import Keyturn
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,8 @@ SEALABLE = frozenset(
 class _Evidence:
     """What one bundle is sealed from, read in one snapshot."""
 
-    view: RequestView
+    request: ApprovalRequest
+    grant: Grant | None
     wpc: Mapping[str, Any]
     receipts: list[tuple[int, Any]]
 
@@ -64,7 +66,7 @@ class _Evidence:
 
 
 async def _gather(
-    kt: Keyturn, uow: SqlUnitOfWork, request_id: str, now: datetime
+    kt: Keyturn, uow: SqlUnitOfWork, request_id: str
 ) -> Mapping[str, Any] | _Evidence:
     """The stored bundle, or the evidence to seal one from.
 
@@ -75,29 +77,28 @@ async def _gather(
     stored = await uow.jobs.bundle(request_id)
     if stored is not None:
         return stored
-    view = await kt._view(uow, request_id, now)
-    if view.request.state not in SEALABLE:
+    request = await uow.requests.get(request_id)
+    if request.state not in SEALABLE:
         raise BundleError(
-            "NOT_SEALED",
-            f"request {request_id} is {view.request.state}; it is sealed when final",
+            "NOT_SEALED", f"request {request_id} is {request.state}; it is sealed when final"
         )
-    wpc = (await uow.policies.get(view.request.binding.policy_hash_b64u)).document
+    wpc = await kt.wpc_document(uow, request.binding.policy_hash_b64u)
     receipts = [(i, json.loads(entry)) for i, entry in await uow.jobs.receipt_entries(request_id)]
-    return _Evidence(view, wpc, receipts)
+    return _Evidence(request, await uow.grants.for_request(request_id), wpc, receipts)
 
 
 async def _seal(kt: Keyturn, evidence: _Evidence, checkpoint: Any, now: datetime) -> dict[str, Any]:
     """:func:`core.bundle.seal_bundle` in its three steps, the checks where
     ``kt.seal_checks`` runs them (a helper process by default)."""
     payload = unsealed_bundle(
-        evidence.view.request,
+        evidence.request,
         wpc=evidence.wpc,
         receipts=evidence.receipts,
         proofs=kt.evidence.proofs,
         checkpoint=checkpoint,
         bundle_id=new_id("b"),
         now=now,
-        grant=evidence.view.grant,
+        grant=evidence.grant,
     )
     checked = await kt.seal_checks.check(
         payload,
@@ -116,7 +117,7 @@ async def seal_request(kt: Keyturn, request_id: str) -> Mapping[str, Any]:
     """
     now = kt.rt.clock.now()
     async with kt.rt.store.unit_of_work(read_only=True) as uow:
-        found = await _gather(kt, uow, request_id, now)
+        found = await _gather(kt, uow, request_id)
     if not isinstance(found, _Evidence):
         return found
     checkpoint = await kt.evidence.checkpoint_covering(now, found.covers)
@@ -130,7 +131,7 @@ async def seal_request(kt: Keyturn, request_id: str) -> Mapping[str, Any]:
             await kt.evidence.record(
                 uow,
                 events.bundle_sealed(
-                    found.view.request, bundle, receipt_id=kt.evidence.new_receipt_id()
+                    found.request, bundle, receipt_id=kt.evidence.new_receipt_id()
                 ),
             )
         ]
@@ -154,7 +155,7 @@ async def seal_requests(kt: Keyturn, request_ids: Sequence[str]) -> list[str]:
     async with kt.rt.store.unit_of_work(read_only=True) as uow:
         for request_id in request_ids:
             try:
-                found = await _gather(kt, uow, request_id, now)
+                found = await _gather(kt, uow, request_id)
             except KeyturnError as e:
                 log.warning("not sealing %s: %s", request_id, e.reason_code)
                 continue
@@ -190,7 +191,7 @@ async def seal_requests(kt: Keyturn, request_ids: Sequence[str]) -> list[str]:
                     await kt.evidence.record(
                         uow,
                         events.bundle_sealed(
-                            evidence.view.request, bundle, receipt_id=kt.evidence.new_receipt_id()
+                            evidence.request, bundle, receipt_id=kt.evidence.new_receipt_id()
                         ),
                     )
                 )
