@@ -181,10 +181,12 @@ def _agents_process(
 
 async def _run(
     data_dir: Path, agents: int, rounds: int, think: tuple[float, float] | None
-) -> tuple[AgentResults, dict[str, float]]:
+) -> tuple[AgentResults, dict[str, float], float]:
     """One load run. ``think``: each approver's delay before clicking, drawn uniformly
     from that range (seconds), with the agents' first calls spread over ``RAMP_SECONDS``;
-    ``None``: every agent fires at once and approvers click at once (the capacity)."""
+    ``None``: every agent fires at once and approvers click at once (the capacity).
+    Returns the agents' results, when each request's second approval returned, and the
+    peak RSS of the sealing helpers (MiB, summed)."""
     ramp = 0.0 if think is None else RAMP_SECONDS
     from aiohttp import web
 
@@ -265,9 +267,21 @@ async def _run(
             process.join(timeout=5)
             if process.is_alive():
                 process.kill()
+        helpers_mib = sum(_peak_rss_mib(pid) for pid in app.service.seal_checks.pids)
         await runner.cleanup()
         await app.close()
-    return results, approved_at
+    return results, approved_at, helpers_mib
+
+
+def _peak_rss_mib(pid: int) -> float:
+    """A live process's peak resident set (Linux ``VmHWM``), 0 where unknown."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0.0
 
 
 def _report(title: str, results: AgentResults, approved_at: dict[str, float]) -> float:
@@ -327,9 +341,12 @@ def main() -> None:
     cores = os.cpu_count() or 0
     print(f"{AGENTS} concurrent agents × {ROUNDS} rounds, SQLite, loopback, {cores} cores")
     runs = {}
+    helpers_mib = 0.0
     for name, think in (("people", PEOPLE_THINK_SECONDS), ("capacity", None)):
         with tempfile.TemporaryDirectory(prefix="keyturn-bench-") as tmp:
-            runs[name] = run(_run(Path(tmp) / "data", AGENTS, ROUNDS, think))  # as serve
+            results, approved, helpers = run(_run(Path(tmp) / "data", AGENTS, ROUNDS, think))
+            runs[name] = (results, approved)  # run as keyturn serve runs
+            helpers_mib = max(helpers_mib, helpers)
     p99 = _report(
         f"approvers take {PEOPLE_THINK_SECONDS[0]:.0f}–{PEOPLE_THINK_SECONDS[1]:.0f} s each "
         f"to click: {AGENTS} requests pending at once",
@@ -338,6 +355,7 @@ def main() -> None:
     _report("capacity: approvers click at once (the service saturated)", *runs["capacity"])
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"{'server process max RSS':<58} {rss_mib:>8.1f} MiB")
+    print(f"{'sealing helper process max RSS':<58} {helpers_mib:>8.1f} MiB")
     ms = 1000.0
     print(
         f"GOAL p99 submit→grant overhead < {GOAL_P99_SECONDS * ms:.0f} ms at {AGENTS} concurrent "
