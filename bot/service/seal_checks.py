@@ -9,8 +9,8 @@ it was the largest single share of the server's CPU.
 
 With ``[sealing] processes = N`` (the default is 1) the checks run in N helper
 processes (:mod:`bot.seal_helper`), fed plain data: the unsealed payload in; out, the
-payload with its summary, encoded and hashed. No key leaves this process: the signing
-stays here. ``processes = 0`` runs the checks on the event loop.
+payload with its summary, encoded. No key leaves this process: the hashing and signing
+of those bytes stay here. ``processes = 0`` runs the checks on the event loop.
 
 The helpers are plain subprocesses (``python -m bot.seal_helper``) on pipes, not a
 ``multiprocessing`` pool: a pool's ``fork`` would copy a server that has threads mid-use,
@@ -133,7 +133,8 @@ class SealChecks:
         self.timeout_seconds = timeout_seconds
         self.retry_after_seconds = retry_after_seconds
         self._helpers: list[_Helper] = []
-        self._idle: asyncio.Queue[_Helper] = asyncio.Queue()
+        # Idle helpers; None tells whoever waits that the helpers were stopped.
+        self._idle: asyncio.Queue[_Helper | None] = asyncio.Queue()
         self._retry_at = 0.0  # loop time before which no new helpers are started
         self._lock = asyncio.Lock()
 
@@ -178,11 +179,15 @@ class SealChecks:
             request = json_frame({"payload": payload, "signer_did": signer_did, "trusted": trusted})
         except (TypeError, ValueError):
             return here()  # not JSON: refused here, with the canonicalization's own reason
-        helper = await self._idle.get()
+        idle = self._idle
+        helper = await idle.get()
+        if helper is None:  # stopped while this check waited for a helper
+            idle.put_nowait(None)  # and so tell the next one waiting
+            return here()
         try:
             checked = await asyncio.wait_for(helper.call(request), self.timeout_seconds)
         except KeyturnError:
-            self._idle.put_nowait(helper)  # a refusal is an answer: the helper is fine
+            self._release(helper)  # a refusal is an answer: the helper is fine
             raise
         except (HelperFailed, TimeoutError) as e:
             what = "did not answer in time" if isinstance(e, TimeoutError) else f"failed ({e})"
@@ -191,14 +196,17 @@ class SealChecks:
         except BaseException:  # cancelled mid-exchange: the pipe's state is unknown
             await self._stop_all("a seal was cancelled while its helper was checking it")
             raise
-        self._idle.put_nowait(helper)
+        self._release(helper)
         return checked
+
+    def _release(self, helper: _Helper) -> None:
+        if helper in self._helpers:  # not stopped meanwhile
+            self._idle.put_nowait(helper)
 
     async def close(self) -> None:
         """Stop the helpers."""
         async with self._lock:
-            helpers, self._helpers = self._helpers, []
-            self._idle = asyncio.Queue()
+            helpers = self._take_all()
         for helper in helpers:
             await helper.stop()
 
@@ -238,8 +246,7 @@ class SealChecks:
 
     async def _stop_all(self, what: str) -> None:
         async with self._lock:
-            helpers, self._helpers = self._helpers, []
-            self._idle = asyncio.Queue()
+            helpers = self._take_all()
             self._retry_at = asyncio.get_running_loop().time() + self.retry_after_seconds
         log.warning(
             "%s; this bundle is checked in the server process, new helpers are tried in %.0f s",
@@ -248,3 +255,10 @@ class SealChecks:
         )
         for helper in helpers:
             await helper.stop()
+
+    def _take_all(self) -> list[_Helper]:
+        """Forget every helper (to stop them), waking whoever waits for one."""
+        helpers, self._helpers = self._helpers, []
+        stopped, self._idle = self._idle, asyncio.Queue()
+        stopped.put_nowait(None)
+        return helpers

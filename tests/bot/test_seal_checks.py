@@ -123,6 +123,23 @@ async def test_a_killed_helper_costs_no_bundle_its_checks() -> None:
 
 
 @pytest.mark.asyncio
+async def test_checks_waiting_for_a_helper_that_dies_are_checked_here() -> None:
+    helper = SealChecks(processes=1)
+    await helper.start()
+    try:
+        [pid] = helper.pids
+        os.kill(pid, signal.SIGSTOP)  # the first check holds the one helper, stuck
+        helper.timeout_seconds = 0.5
+        payload = _unsealed()
+        checks = [helper.check(payload, signer_did=KEYTURN.did) for _ in range(4)]
+        done = await asyncio.wait_for(asyncio.gather(*checks), timeout=20)
+        assert all(sign_bundle(c, KEYTURN, sealed_at=payload["sealed_at"]) == SEALED for c in done)
+        assert not helper.running and not _alive(pid)
+    finally:
+        await helper.close()
+
+
+@pytest.mark.asyncio
 async def test_a_helper_that_does_not_answer_in_time_is_stopped() -> None:
     helper = SealChecks(processes=1, retry_after_seconds=60.0)
     await helper.start()
