@@ -41,8 +41,6 @@ family it belongs to.
 
 from __future__ import annotations
 
-from typing import Any
-
 
 class KeyturnError(Exception):
     """Base of every error keyturn raises on purpose.
@@ -58,10 +56,6 @@ class KeyturnError(Exception):
         self.reason_code = reason_code or self.default_code
         self.message = message or self.reason_code.replace("_", " ").capitalize() + "."
         super().__init__(f"{self.reason_code}: {self.message}")
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Pickled whole (code and message), e.g. back from a helper process.
-        return (type(self), (self.reason_code, self.message))
 
 
 class CanonicalizationError(KeyturnError):
