@@ -49,7 +49,6 @@ __all__ = [
     "parse_bundle",
     "seal_bundle",
     "sign_bundle",
-    "unsealed_bundle",
     "verify_bundle",
 ]
 
@@ -156,8 +155,9 @@ def seal_bundle(
     """Seal the proof bundle of a finished request.
 
     Three steps, each a function of its own so a service can run the middle one (the
-    costly checks, plain data only) in another process: :func:`unsealed_bundle`,
-    :func:`checked_bundle`, :func:`sign_bundle`.
+    costly checks, plain data only) in another process: :func:`bundle_payload` (sealed
+    at ``now`` to the millisecond, for a final request), :func:`checked_bundle`,
+    :func:`sign_bundle`.
 
     Args:
         request: the request in its final state.
@@ -182,44 +182,9 @@ def seal_bundle(
             :func:`bundle_payload`, or any refusal of the verifier's content checks
             (the bundle would not verify, so it is not sealed).
     """
-    payload = unsealed_bundle(
-        request,
-        wpc=wpc,
-        receipts=receipts,
-        proofs=proofs,
-        checkpoint=checkpoint,
-        bundle_id=bundle_id,
-        now=now,
-        grant=grant,
-        cst_scope_hash_b64u=cst_scope_hash_b64u,
-    )
-    checked = checked_bundle(
-        payload, signer_did=signer.did, trusted_policy_issuers=trusted_policy_issuers
-    )
-    return sign_bundle(checked, signer, sealed_at=payload["sealed_at"])
-
-
-def unsealed_bundle(
-    request: ApprovalRequest,
-    *,
-    wpc: Mapping[str, Any],
-    receipts: Sequence[tuple[int, Mapping[str, Any]]],
-    proofs: InclusionProofs,
-    checkpoint: Checkpoint,
-    bundle_id: str,
-    now: datetime,
-    grant: Grant | None = None,
-    cst_scope_hash_b64u: str | None = None,
-) -> dict[str, Any]:
-    """Step one of :func:`seal_bundle`: the payload to check and sign, sealed at ``now``
-    (to the millisecond), for a request in a final state.
-
-    Raises:
-        BundleError: ``BUNDLE_REQUEST_NOT_FINAL``, the refusals of :func:`bundle_payload`.
-    """
     if not request.is_final():
         raise BundleError("BUNDLE_REQUEST_NOT_FINAL", f"request is {request.state}, not final")
-    return bundle_payload(
+    payload = bundle_payload(
         request,
         wpc=wpc,
         receipts=receipts,
@@ -230,6 +195,10 @@ def unsealed_bundle(
         grant=grant,
         cst_scope_hash_b64u=cst_scope_hash_b64u,
     )
+    checked = checked_bundle(
+        payload, signer_did=signer.did, trusted_policy_issuers=trusted_policy_issuers
+    )
+    return sign_bundle(checked, signer, sealed_at=payload["sealed_at"])
 
 
 def checked_bundle(

@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, Any
 from adapters.store import SqlUnitOfWork
 from bot.service.runtime import new_id
 from core import receipt_events as events
-from core.bundle import sign_bundle, unsealed_bundle
+from core.bundle import bundle_payload, sign_bundle
 from core.errors import BundleError, KeyturnError
 from core.grants import Grant
 from core.requests import ApprovalRequest, RequestState
+from core.times import truncate_ms
 
 if TYPE_CHECKING:
     from bot.service.keyturn import Keyturn
@@ -90,14 +91,14 @@ async def _gather(
 async def _seal(kt: Keyturn, evidence: _Evidence, checkpoint: Any, now: datetime) -> dict[str, Any]:
     """:func:`core.bundle.seal_bundle` in its three steps, the checks where
     ``kt.seal_checks`` runs them (a helper process by default)."""
-    payload = unsealed_bundle(
+    payload = bundle_payload(  # evidence is only gathered for a final request
         evidence.request,
         wpc=evidence.wpc,
         receipts=evidence.receipts,
         proofs=kt.evidence.proofs,
         checkpoint=checkpoint,
         bundle_id=new_id("b"),
-        now=now,
+        sealed_at=truncate_ms(now),
         grant=evidence.grant,
     )
     checked = await kt.seal_checks.check(

@@ -5,30 +5,19 @@ hub that wakes it: a poll reads the store when it starts and when the request le
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from adapters.signer import FileSigner
 from bot import demo
-from bot.bootstrap import App, build
+from bot.bootstrap import App
 from bot.service.runtime import Event, Hub
 from core.canonical import b64u_encode
 from core.quorum import Verdict
 
 pytestmark = pytest.mark.asyncio
-
-
-@pytest_asyncio.fixture
-async def app(tmp_path: Path) -> AsyncIterator[App]:
-    application = await build(demo.demo_settings(tmp_path / "data"), create_key=True)
-    try:
-        yield application
-    finally:
-        await application.close()
 
 
 async def _submit(app: App) -> tuple[str, str]:

@@ -20,31 +20,32 @@ import pytest_asyncio
 from bot.service.seal_checks import SealChecks
 from core.bundle import (
     bundle_bytes,
+    bundle_payload,
     seal_bundle,
     sign_bundle,
-    unsealed_bundle,
     verify_bundle,
 )
 from core.errors import BundleError
+from core.times import truncate_ms
 from tests.core.test_bundle_flow import KEYTURN, WPC, consumed
 from tests.fakes import T0
 
 FLOW = consumed()
+NOW = FLOW.at(1)
 SEALING: dict[str, Any] = {
     "wpc": WPC,
     "receipts": FLOW.logged,
     "proofs": FLOW.log,
     "checkpoint": FLOW.checkpoint(),
     "bundle_id": "b-1042",
-    "now": FLOW.at(1),
     "grant": FLOW.grant,
 }
 #: What core.bundle.seal_bundle makes in one call, on this thread.
-SEALED = seal_bundle(FLOW.request, signer=KEYTURN, **SEALING)
+SEALED = seal_bundle(FLOW.request, signer=KEYTURN, now=NOW, **SEALING)
 
 
 def _unsealed() -> dict[str, Any]:
-    return unsealed_bundle(FLOW.request, **SEALING)
+    return bundle_payload(FLOW.request, sealed_at=truncate_ms(NOW), **SEALING)
 
 
 @pytest_asyncio.fixture

@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
-import pytest_asyncio
 
 from adapters.slack import SlackSettings
 from adapters.teams import TeamsSettings
-from bot import demo
-from bot.bootstrap import App, build
+from bot.bootstrap import App
 from bot.server import build_web_app
 from core.errors import ConfigError
 
 pytestmark = pytest.mark.asyncio
-
-
-@pytest_asyncio.fixture
-async def app(tmp_path: Path) -> AsyncIterator[App]:
-    application = await build(demo.demo_settings(tmp_path / "data"), create_key=True)
-    try:
-        yield application
-    finally:
-        await application.close()
 
 
 def _paths(web_app: object) -> set[str]:
